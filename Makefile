@@ -1,0 +1,47 @@
+# nvbind: every target installs what it needs on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev
+SIM ?= .sim
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup apt venv demo test unit e2e bench clean
+
+setup: apt venv
+
+# System packages for the engines and the simulated host (root only; skipped when present).
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# The main job: a real podman container gets a simulated GPU through nvbind's precreate hook.
+demo: setup
+	$(PY) tools/demo.py --state $(SIM)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+e2e: setup
+	$(PY) -m pytest -q tests/e2e
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) $(SIM) build dist

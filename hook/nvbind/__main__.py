@@ -1,0 +1,3 @@
+from nvbind.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Ways out of the pipeline: spec (edit a config.json), ldcache (inside a container)."""

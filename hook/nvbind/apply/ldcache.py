@@ -1,0 +1,84 @@
+"""Inside the container (createContainer stage): soname links and the ld cache.
+
+Runs in the container's mount namespace before pivot_root, so host paths are still
+visible. Links are made through fsroot (never following the image's links out of the
+rootfs). The cache is rebuilt by the *host's* ldconfig: a sealed in-memory copy, run with
+`-r ROOTFS` (it chroots there) in a private mount namespace where the rootfs's /proc and
+/sys are covered by empty tmpfs mounts, so that no link in the image can reach host
+files through /proc/1/root and friends. Nothing from the image is ever executed.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+
+from nvbind import fsroot
+from nvbind import sys as nsys
+from nvbind.errors import NvbindError
+
+LDCONFIG_CANDIDATES = ("/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.real")
+
+
+def find_ldconfig(configured: str | None = None) -> str:
+    for p in ([configured] if configured else []) + list(LDCONFIG_CANDIDATES):
+        if p and os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    raise NvbindError("no host ldconfig found (looked at " + ", ".join(LDCONFIG_CANDIDATES) + ")")
+
+
+def sealed_copy(path: str) -> int:
+    """A memfd holding `path`'s bytes, sealed against any change."""
+    fd = os.memfd_create("nvbind-ldconfig", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            os.write(fd, chunk)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    return fd
+
+
+def make_links(rootfs: str, links: list[tuple[str, str]]) -> list[str]:
+    """links: [(target, link path in the container)]."""
+    done = []
+    rootfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for target, link in links:
+            if "/" in target:
+                raise NvbindError(f"refusing link target '{target}': must be a file name")
+            done.append(fsroot.symlink(rootfd, link, target))
+    finally:
+        os.close(rootfd)
+    return done
+
+
+def _child_setup(rootfs: str):
+    def setup():
+        nsys.private_mount_namespace()
+        for sub in ("proc", "sys"):
+            p = os.path.join(rootfs, sub)
+            if os.path.isdir(p) and not os.path.islink(p):
+                nsys.mount("tmpfs", p, "tmpfs", nsys.MS_NOSUID | nsys.MS_NODEV | nsys.MS_NOEXEC
+                           | nsys.MS_RDONLY, "size=4k")
+    return setup
+
+
+def update(rootfs: str, folders: list[str], ldconfig: str | None = None) -> None:
+    for d in folders:
+        if not d.startswith("/") or ".." in d.split("/"):
+            raise NvbindError(f"refusing ld cache folder '{d}'")
+    exe = find_ldconfig(ldconfig)
+    fd = sealed_copy(exe)
+    try:
+        proc = subprocess.run(
+            ["ldconfig", "-r", rootfs, *folders], executable=f"/proc/self/fd/{fd}",
+            pass_fds=(fd,), env={}, cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+            preexec_fn=_child_setup(rootfs),
+        )
+    finally:
+        os.close(fd)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise NvbindError(f"ldconfig in {rootfs} failed ({proc.returncode}): "
+                          + (msg[-1] if msg else "no message"))

@@ -1,0 +1,222 @@
+"""Command line: verbs and argument parsing only. Everything else is imported lazily."""
+from __future__ import annotations
+
+import os
+import sys
+
+from nvbind.errors import InputError, NvbindError
+
+USAGE = """usage: nvbind [--root DIR] VERB ...
+
+verbs:
+  hook precreate                 stdin: OCI config.json -> stdout: edited config.json
+  hook createContainer [--folder DIR]... [--link TARGET::LINK]...
+                                 stdin: OCI state; soname links + ld cache in the container
+  plan --bundle DIR [--json]     what would be injected and why; changes nothing
+  info [--json]                  host inventory
+  --version
+global options:
+  --root DIR                     treat DIR as the host's / for discovery (env NVBIND_ROOT)
+"""
+
+
+class Args:
+    def __init__(self, argv: list[str]):
+        self.root = os.environ.get("NVBIND_ROOT") or "/"
+        self.rest: list[str] = []
+        it = iter(argv)
+        for a in it:
+            if a == "--root":
+                self.root = _next(it, a)
+            elif a.startswith("--root="):
+                self.root = a.split("=", 1)[1]
+            elif a in ("-h", "--help"):
+                self.rest = ["help"]
+                return
+            else:
+                self.rest = [a, *it]
+                break
+        if not self.root:
+            raise InputError("--root needs a directory")
+
+
+def _next(it, opt):
+    try:
+        return next(it)
+    except StopIteration:
+        raise InputError(f"{opt} needs a value") from None
+
+
+def self_command(root: str) -> tuple[str, ...]:
+    """How a hook entry calls this same nvbind: (path, argv0, global args...)."""
+    if getattr(sys, "frozen", False):
+        cmd = (sys.executable, "nvbind")
+    else:
+        argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if argv0 and not argv0.endswith(".py") and os.access(argv0, os.X_OK):
+            cmd = (argv0, "nvbind")
+        else:
+            cmd = (sys.executable, "python3", "-m", "nvbind")
+    if root != "/":
+        cmd += ("--root", os.path.abspath(root))
+    return cmd
+
+
+def _pipeline(root: str, cfg: dict):
+    """(request, inventory, edits) for a config; inventory is built only when needed."""
+    from nvbind import edits, oci, profiles, request
+    req = request.from_config(oci.env_map(cfg), cfg.get("annotations") or {})
+    if req.empty:
+        return req, None, edits.compute(None, req, profiles.get(None))
+    from nvbind.host import inventory
+    inv = inventory.build(root)
+    prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
+                        or oci.env_map(cfg).get("NVBIND_PROFILE"))
+    return req, inv, edits.compute(inv, req, prof, self_command(root))
+
+
+def cmd_precreate(args: Args, rest: list[str]) -> int:
+    from nvbind import oci
+    from nvbind.apply import spec
+    if rest:
+        raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
+    text = oci.read_stdin(sys.stdin.buffer)
+    cfg = oci.parse_config(text, "config.json on stdin")
+    _req, _inv, ed = _pipeline(args.root, cfg)
+    if ed.empty:
+        sys.stdout.write(text)
+        return 0
+    for note in spec.apply(cfg, ed):
+        print(f"nvbind: {note}", file=sys.stderr)
+    sys.stdout.write(oci.dump(cfg))
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_create_container(args: Args, rest: list[str]) -> int:
+    from nvbind import oci
+    from nvbind.apply import ldcache
+    folders, links = [], []
+    it = iter(rest)
+    for a in it:
+        if a == "--folder":
+            folders.append(_next(it, a))
+        elif a == "--link":
+            target, sep, link = _next(it, a).partition("::")
+            if not sep or not target or not link.startswith("/"):
+                raise InputError(f"--link wants TARGET::/ABS/LINK, got {target}{sep}{link}")
+            links.append((target, link))
+        else:
+            raise InputError(f"hook createContainer: unknown argument {a!r}")
+    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    _cfg, rootfs = oci.load_bundle(state["bundle"])
+    ldcache.make_links(rootfs, links)
+    if folders:
+        ldcache.update(rootfs, folders)
+    return 0
+
+
+def cmd_plan(args: Args, rest: list[str]) -> int:
+    import json
+    from nvbind import oci
+    bundle, as_json = None, False
+    it = iter(rest)
+    for a in it:
+        if a == "--bundle":
+            bundle = _next(it, a)
+        elif a == "--json":
+            as_json = True
+        else:
+            raise InputError(f"plan: unknown argument {a!r}")
+    if not bundle:
+        raise InputError("plan needs --bundle DIR")
+    cfg, rootfs = oci.load_bundle(os.path.abspath(bundle))
+    req, inv, ed = _pipeline(args.root, cfg)
+    from nvbind.apply import spec
+    edited = json.loads(json.dumps(cfg))
+    kept = spec.apply(edited, ed)
+    out = {
+        "bundle": os.path.abspath(bundle), "rootfs": rootfs,
+        "request": {"inject": req.wants_driver, "devices": req.devices,
+                    "capabilities": req.capabilities, "source": req.source},
+        "host": None if inv is None else {"root": inv.root, "driver_version": inv.driver_version,
+                                          "gpus": len(inv.gpus), "skipped": [
+                                              {"item": i, "reason": r} for i, r in inv.skipped]},
+        "edits": ed.to_json(), "kept_from_config": kept,
+    }
+    if as_json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    from nvbind import render
+    print(render.plan(out))
+    return 0
+
+
+def cmd_info(args: Args, rest: list[str]) -> int:
+    import json
+    from nvbind.host import inventory
+    as_json = False
+    for a in rest:
+        if a == "--json":
+            as_json = True
+        else:
+            raise InputError(f"info: unknown argument {a!r}")
+    backend, note = inventory.backend_for(args.root)
+    try:
+        inv = inventory.build(args.root, backend)
+    finally:
+        getattr(backend, "close", lambda: None)()
+    if note:
+        inv.notes.insert(0, note)
+    if as_json:
+        print(json.dumps(inv.to_json(), indent=2, sort_keys=True))
+    else:
+        from nvbind import render
+        print(render.info(inv))
+    return 0
+
+
+HOOK_STAGES = {"precreate": cmd_precreate, "createContainer": cmd_create_container}
+
+
+def run(argv: list[str]) -> int:
+    args = Args(argv)
+    if not args.rest or args.rest[0] == "help":
+        sys.stdout.write(USAGE)
+        return 0 if args.rest else 2
+    verb, rest = args.rest[0], args.rest[1:]
+    if verb == "--version":
+        from nvbind import __version__
+        print(f"nvbind {__version__}")
+        return 0
+    if verb == "hook":
+        if not rest:
+            raise InputError("hook needs a stage: " + ", ".join(HOOK_STAGES))
+        fn = HOOK_STAGES.get(rest[0])
+        if fn is None:
+            raise InputError(f"unsupported hook stage '{rest[0]}'; supported: {', '.join(HOOK_STAGES)}")
+        return fn(args, rest[1:])
+    if verb == "plan":
+        return cmd_plan(args, rest)
+    if verb == "info":
+        return cmd_info(args, rest)
+    raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except NvbindError as e:
+        msg = " ".join(str(e).split())
+        print(f"nvbind: error: {msg}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # noqa: BLE001 - one clean line, never a traceback, for engines
+        print(f"nvbind: error: internal: {type(e).__name__}: {' '.join(str(e).split())}",
+              file=sys.stderr)
+        if os.environ.get("NVBIND_DEBUG"):
+            raise
+        return 1

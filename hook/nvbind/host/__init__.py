@@ -1,0 +1,1 @@
+"""Host inventory: what the machine has to give (see build())."""

@@ -1,0 +1,81 @@
+"""Build the Inventory of a host root from a GPU backend, /dev and the driver's files."""
+from __future__ import annotations
+
+import os
+
+from nvbind.host import devices, libraries, procfs
+from nvbind.host.model import Gpu, Inventory, Mig
+
+CONTROL_NODES = (
+    ("/dev/nvidiactl", "nvidia", "driver control node"),
+    ("/dev/nvidia-uvm", "nvidia-uvm", "unified memory (CUDA)"),
+    ("/dev/nvidia-uvm-tools", "nvidia-uvm", "unified memory tools (CUDA profilers)"),
+    ("/dev/nvidia-modeset", "nvidia", "modeset (display, graphics)"),
+)
+
+
+def backend_for(root: str, prefer: str = "auto"):
+    """NVML on the real host when it works, else procfs. Never used on a hook path."""
+    if prefer in ("auto", "nvml") and root in ("", "/"):
+        try:
+            from nvbind.host.nvml import NvmlBackend  # noqa: PLC0415
+            return NvmlBackend(), None
+        except Exception as e:  # noqa: BLE001 - any NVML failure means: use procfs
+            if prefer == "nvml":
+                raise
+            return procfs.ProcfsBackend(root), f"NVML unavailable ({type(e).__name__}: {e}); used procfs"
+    return procfs.ProcfsBackend(root), None
+
+
+def build(root: str = "/", backend=None, arch: str | None = None,
+          driver_version: str | None = None) -> Inventory:
+    root = os.path.abspath(root) if root not in ("", "/") else "/"
+    note = None
+    if backend is None:
+        backend = procfs.ProcfsBackend(root)
+    arch = arch or libraries.machine_arch()
+    version = driver_version or backend.driver_version()
+    inv = Inventory(root=root, backend=backend.name, driver_version=version)
+    if note:
+        inv.notes.append(note)
+    skipped = inv.skipped
+    majors = procfs.char_majors(root)
+    if majors is None:
+        inv.notes.append("no /proc/devices under the root: device majors are not checked")
+    for path, owner, why in CONTROL_NODES:
+        node = devices.probe(root, path, owner, majors, skipped, why)
+        if node:
+            inv.nodes[path] = node
+    mig_minors = procfs.mig_minors(root)
+    records = sorted(backend.gpus(), key=lambda r: r.bus_id)
+    for index, rec in enumerate(records):
+        path = f"/dev/nvidia{rec.minor}"
+        node = devices.probe(root, path, "nvidia", majors, skipped, f"GPU {index} ({rec.uuid})")
+        if node:
+            inv.nodes[path] = node
+        drm = devices.drm_nodes(root, rec.bus_id, majors, skipped)
+        for d in drm:
+            inv.nodes[d.path] = d
+        migs = []
+        for mindex, (gi, ci, uuid) in enumerate(rec.migs):
+            caps = []
+            for key in (f"gpu{rec.minor}/gi{gi}/access", f"gpu{rec.minor}/gi{gi}/ci{ci}/access"):
+                minor = mig_minors.get(key)
+                if minor is None:
+                    skipped.append((key, "no minor in /proc/driver/nvidia-caps/mig-minors"))
+                    continue
+                cpath = f"/dev/nvidia-caps/nvidia-cap{minor}"
+                cnode = devices.probe(root, cpath, "nvidia-caps", majors, skipped,
+                                      f"MIG {index}:{mindex} access ({key})")
+                if cnode:
+                    inv.nodes[cpath] = cnode
+                    caps.append(cpath)
+            migs.append(Mig(gpu=index, index=mindex, gi=gi, ci=ci, uuid=uuid, caps=tuple(caps)))
+        inv.gpus.append(Gpu(index=index, minor=rec.minor, uuid=rec.uuid, bus_id=rec.bus_id,
+                            model=rec.model, node=path if node else None,
+                            drm=tuple(d.path for d in drm), migs=tuple(migs)))
+    if version is None:
+        inv.notes.append("no NVIDIA driver found (no /proc/driver/nvidia/version)")
+    else:
+        inv.files = libraries.discover(root, version, arch, libraries.CAPABILITIES, skipped)
+    return inv

@@ -1,0 +1,112 @@
+"""Reading what the engine hands us: OCI config.json, OCI state, bundles."""
+from __future__ import annotations
+
+import json
+import os
+
+from nvbind.errors import InputError
+
+# Hook stdin is small (a config is a few KiB); refuse absurd input instead of
+# buffering it all.
+MAX_INPUT = 16 * 1024 * 1024
+
+
+def read_stdin(stream) -> str:
+    data = stream.read(MAX_INPUT + 1)
+    if isinstance(data, bytes):
+        if len(data) > MAX_INPUT:
+            raise InputError(f"stdin is larger than {MAX_INPUT} bytes")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin is not UTF-8: {e.reason} at byte {e.start}") from None
+    elif len(data) > MAX_INPUT:
+        raise InputError(f"stdin is larger than {MAX_INPUT} bytes")
+    return data
+
+
+def _load_object(text: str, what: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_config(text: str, what: str = "config.json") -> dict:
+    """An OCI runtime config, with the parts nvbind reads checked for shape."""
+    cfg = _load_object(text, what)
+    proc = cfg.get("process")
+    if not isinstance(proc, dict):
+        raise InputError(f"{what} has no 'process' object")
+    env = proc.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise InputError(f"{what}: process.env must be a list of strings")
+    root = cfg.get("root")
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
+        raise InputError(f"{what} has no 'root.path'")
+    ann = cfg.get("annotations", {})
+    if ann is None:
+        ann = {}
+    if not isinstance(ann, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in ann.items()
+    ):
+        raise InputError(f"{what}: annotations must map strings to strings")
+    for key in ("mounts",):
+        if key in cfg and not isinstance(cfg[key], list):
+            raise InputError(f"{what}: '{key}' must be a list")
+    linux = cfg.get("linux", {})
+    if not isinstance(linux, dict):
+        raise InputError(f"{what}: 'linux' must be an object")
+    return cfg
+
+
+def parse_state(text: str) -> dict:
+    """An OCI state. Lenient: unknown status, extra fields and a missing pid are fine."""
+    st = _load_object(text, "OCI state")
+    for key in ("id", "bundle"):
+        if not isinstance(st.get(key), str) or not st[key]:
+            raise InputError(f"OCI state has no '{key}'")
+    if not os.path.isabs(st["bundle"]):
+        raise InputError(f"OCI state: bundle '{st['bundle']}' is not an absolute path")
+    pid = st.get("pid")
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid < 0):
+        raise InputError(f"OCI state: pid must be a non-negative integer, got {pid!r}")
+    ann = st.get("annotations") or {}
+    if not isinstance(ann, dict):
+        raise InputError("OCI state: annotations must be an object")
+    st["annotations"] = ann
+    return st
+
+
+def load_bundle(bundle: str) -> tuple[dict, str]:
+    """(config, absolute rootfs path) of a bundle directory."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            text = read_stdin(f)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    cfg = parse_config(text, path)
+    return cfg, rootfs_path(bundle, cfg)
+
+
+def rootfs_path(bundle: str, cfg: dict) -> str:
+    root = cfg["root"]["path"]
+    return os.path.normpath(root if os.path.isabs(root) else os.path.join(bundle, root))
+
+
+def env_map(cfg: dict) -> dict[str, str]:
+    """process.env as a dict; the first definition of a key wins, as getenv() sees it."""
+    out: dict[str, str] = {}
+    for item in cfg.get("process", {}).get("env", []) or []:
+        key, sep, value = item.partition("=")
+        if sep and key not in out:
+            out[key] = value
+    return out
+
+
+def dump(cfg: dict) -> str:
+    return json.dumps(cfg, indent=None, separators=(",", ":"), ensure_ascii=False)

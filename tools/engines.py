@@ -1,0 +1,86 @@
+"""Helpers shared by the demo and the end-to-end tests: podman wired to nvbind."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import simhost  # noqa: E402
+import testimage  # noqa: E402
+
+IMAGE = "localhost/nvbind-gpucheck:latest"
+HOOK_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def nvbind_exe() -> str:
+    """The nvbind executable next to the running interpreter (the project's virtualenv)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "nvbind")
+    if not os.path.exists(exe):
+        raise SystemExit(f"{exe} missing: run `make setup` first")
+    return exe
+
+
+def write_hooks_dir(hooks_dir: str, exe: str, root: str) -> str:
+    """A hooks.d directory registering nvbind as podman's precreate hook (1.0.0 format)."""
+    os.makedirs(hooks_dir, exist_ok=True)
+    path = os.path.join(hooks_dir, "50-nvbind-precreate.json")
+    with open(path, "w") as f:
+        json.dump({
+            "version": "1.0.0",
+            "hook": {"path": exe, "args": ["nvbind", "--root", root, "hook", "precreate"],
+                     "env": [HOOK_PATH], "timeout": 10},
+            "when": {"always": True},
+            "stages": ["precreate"],
+        }, f, indent=2)
+    return path
+
+
+class Podman:
+    """podman with the flags this VM needs, and storage in a directory of our own."""
+
+    def __init__(self, state: str, hooks_dir: str | None = None):
+        self.state = os.path.abspath(state)
+        self.hooks_dir = hooks_dir
+
+    def base(self) -> list[str]:
+        cmd = ["podman", "--root", f"{self.state}/storage", "--runroot", f"{self.state}/run",
+               "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
+               "--events-backend", "file", "--runtime", "runc"]
+        if self.hooks_dir:
+            cmd += ["--hooks-dir", self.hooks_dir]
+        return cmd
+
+    def has_image(self, image=IMAGE) -> bool:
+        return subprocess.run(self.base() + ["image", "exists", image]).returncode == 0
+
+    def import_rootfs(self, rootfs: str, image=IMAGE) -> None:
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(self.base() + ["import", "-q", "-", image], stdin=tar.stdout,
+                       check=True, stdout=subprocess.DEVNULL)
+        tar.wait()
+
+    def run(self, args: list[str], env: dict[str, str] | None = None,
+            image=IMAGE, extra: list[str] | None = None, timeout=120):
+        cmd = self.base() + ["run", "--rm", "--network", "none",
+                             "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+        for k, v in (env or {}).items():
+            cmd += ["--env", f"{k}={v}"]
+        cmd += (extra or []) + [image] + args
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def prepare(state: str, gpus: int = 2) -> tuple[str, Podman]:
+    """Simulated host + image + hooks dir under `state`; returns (host root, podman)."""
+    state = os.path.abspath(state)
+    root = f"{state}/host"
+    if not os.path.exists(f"{root}/proc/driver/nvidia/version"):
+        simhost.build(root, gpus=gpus, mig=True, version="550.54.14", stale=True)
+    hooks = write_hooks_dir(f"{state}/hooks.d", nvbind_exe(), root)
+    pm = Podman(state, os.path.dirname(hooks))
+    if not pm.has_image():
+        pm.import_rootfs(testimage.build(f"{state}/image-rootfs"))
+    return root, pm
