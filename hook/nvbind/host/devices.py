@@ -52,8 +52,11 @@ def drm_nodes(root: str, bus_id: str, majors, skipped) -> list[Node]:
     for kind in ("card", "render"):
         link = f"/dev/dri/by-path/pci-{bus_id}-{kind}"
         target = fsroot.resolve(root, link)
-        if target is None or not target.startswith("/dev/dri/"):
-            skipped.append((link, "no such by-path link" if target is None else f"points outside /dev/dri ({target})"))
+        if target is None:
+            skipped.append((link, "no such by-path link"))
+            continue
+        if os.path.dirname(target) != "/dev/dri":
+            skipped.append((link, f"does not lead to a node in /dev/dri (reaches {target})"))
             continue
         node = probe(root, target, "drm", majors, skipped, f"DRM {kind} node of {bus_id} via {link}")
         if node:

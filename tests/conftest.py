@@ -1,0 +1,78 @@
+"""Shared fixtures: the simulated hosts, the reference data in ../shared, running nvbind."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "reference")
+CTK = os.path.join(SHARED, "nvidia-ctk-testdata")
+OCI_SCHEMA = os.path.join(SHARED, "oci-runtime-spec", "schema")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.join(REPO, "hook"))
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod for the simulated host)")
+needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"{SHARED} not present")
+
+
+def nvbind_cmd() -> list[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "nvbind")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "nvbind"]
+
+
+def run_nvbind(args, stdin: str | bytes = b"", env=None, timeout=60):
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    e.update(env or {})
+    return subprocess.run(nvbind_cmd() + list(args), input=data, capture_output=True,
+                          env=e, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def sim_root(tmp_path_factory):
+    """A 2-GPU simulated host (MIG on GPU 0, a stale libcuda.so.470 beside the real one)."""
+    if not IS_ROOT:
+        pytest.skip("needs root (mknod for the simulated host)")
+    import simhost
+    root = str(tmp_path_factory.mktemp("simhost") / "root")
+    simhost.build(root, gpus=2, mig=True, version="550.54.14", stale=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def oci_validator():
+    if not os.path.isdir(OCI_SCHEMA):
+        pytest.skip(f"{OCI_SCHEMA} not present")
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    def retrieve(uri: str):
+        with open(uri.removeprefix("file://")) as f:
+            return Resource.from_contents(json.load(f), default_specification=DRAFT4)
+
+    with open(os.path.join(OCI_SCHEMA, "config-schema.json")) as f:
+        schema = json.load(f)
+    schema["id"] = "file://" + os.path.join(OCI_SCHEMA, "config-schema.json")
+    return jsonschema.Draft4Validator(schema, registry=Registry(retrieve=retrieve))
+
+
+def base_config(env=(), annotations=None) -> dict:
+    """A config.json as `runc spec` writes it, with extra env."""
+    return {
+        "ociVersion": "1.0.2-dev",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                            *env], "cwd": "/"},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "runc",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                  "namespaces": [{"type": "pid"}, {"type": "mount"}]},
+        **({"annotations": annotations} if annotations is not None else {}),
+    }

@@ -1,0 +1,103 @@
+"""The CLI contract through real processes: stdin/stdout, exit codes, one-line errors."""
+import json
+import os
+
+import pytest
+
+from conftest import REPO, base_config, run_nvbind
+
+
+def precreate(root, cfg):
+    text = cfg if isinstance(cfg, (str, bytes)) else json.dumps(cfg)
+    return run_nvbind(["--root", root, "hook", "precreate"], text)
+
+
+def test_no_request_is_byte_identical(sim_root):
+    text = json.dumps(base_config(), indent=3) + "\n\n"
+    r = precreate(sim_root, text)
+    assert r.returncode == 0 and r.stderr == b""
+    assert r.stdout == text.encode()
+
+
+def test_gpu_request_validates_against_oci_schema(sim_root, oci_validator):
+    cfg = base_config(env=["NVIDIA_VISIBLE_DEVICES=1"])
+    r = precreate(sim_root, cfg)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    errors = sorted(oci_validator.iter_errors(out), key=str)
+    assert not errors, errors[0]
+    devs = {d["path"]: d for d in out["linux"]["devices"]}
+    assert devs["/dev/nvidia1"]["major"] == 195 and devs["/dev/nvidia1"]["minor"] == 1
+    assert "/dev/nvidia0" not in devs
+    rules = out["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}       # the deny-all stays first
+    assert {"allow": True, "type": "c", "major": 195, "minor": 1, "access": "rw"} in rules
+    hooks = out["hooks"]["createContainer"]
+    assert len(hooks) == 1 and hooks[0]["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert os.path.isabs(hooks[0]["path"])
+    env = out["process"]["env"]
+    assert len({e.split("=")[0] for e in env}) == len(env)      # no duplicate keys
+    assert any(e.startswith("NVBIND_GPUS=GPU-") for e in env)
+
+
+def test_user_env_wins_and_is_reported(sim_root):
+    cfg = base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVBIND_GPUS=mine"])
+    r = precreate(sim_root, cfg)
+    env = json.loads(r.stdout)["process"]["env"]
+    assert "NVBIND_GPUS=mine" in env and not [e for e in env if e.startswith("NVBIND_GPUS=GPU")]
+    assert b"NVBIND_GPUS" in r.stderr
+
+
+def test_same_input_same_bytes(sim_root):
+    cfg = base_config(env=["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"])
+    assert precreate(sim_root, cfg).stdout == precreate(sim_root, cfg).stdout
+
+
+@pytest.mark.parametrize("stdin, words", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    (json.dumps({"root": {"path": "rootfs"}}), "no 'process'"),
+    (json.dumps({"process": {"env": []}}), "no 'root.path'"),
+    (json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=9"])), "unknown device '9'"),
+    (json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=warp"])),
+     "unknown capability 'warp'"),
+    (b"\xff\xfe", "not UTF-8"),
+])
+def test_bad_input(sim_root, stdin, words):
+    r = precreate(sim_root, stdin)
+    assert r.returncode == 2
+    assert r.stdout == b""
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nvbind: error: ") and words in lines[0]
+
+
+def test_unknown_verb_and_stage():
+    for args in (["frobnicate"], ["hook", "nosuchstage"], ["plan"]):
+        r = run_nvbind(args)
+        assert r.returncode == 2 and r.stderr.decode().startswith("nvbind: error: ")
+
+
+def test_version():
+    r = run_nvbind(["--version"])
+    assert r.returncode == 0 and r.stdout.startswith(b"nvbind ")
+
+
+def test_plan_example_bundle(sim_root):
+    r = run_nvbind(["--root", sim_root, "plan", "--bundle", os.path.join(REPO, "examples/bundle"),
+                    "--json"])
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["request"]["devices"] == ["1"]
+    assert all(d["reason"] for d in p["edits"]["devices"] + p["edits"]["mounts"])
+    assert any("not found" in s["reason"] for s in p["host"]["skipped"])
+    text = run_nvbind(["--root", sim_root, "plan", "--bundle", os.path.join(REPO, "examples/bundle")])
+    assert b"/dev/nvidia1" in text.stdout and b"ld cache folders" in text.stdout
+
+
+def test_info_json(sim_root):
+    r = run_nvbind(["--root", sim_root, "info", "--json"])
+    inv = json.loads(r.stdout)
+    assert inv["driver_version"] == "550.54.14" and len(inv["gpus"]) == 2
+    assert inv["backend"] == "procfs"
+    r = run_nvbind(["--root", sim_root, "info"])
+    assert b"GPU-" in r.stdout and b"/dev/nvidiactl" in r.stdout

@@ -1,0 +1,62 @@
+import pytest
+
+from nvbind.errors import InputError
+from nvbind.request import from_config
+
+
+def req(env=None, ann=None):
+    return from_config(env or {}, ann or {})
+
+
+def test_unset_is_no_request():
+    assert req().empty
+
+
+@pytest.mark.parametrize("value", ["", "void", "  "])
+def test_empty_and_void_inject_nothing(value):
+    assert req({"NVIDIA_VISIBLE_DEVICES": value}).empty
+
+
+def test_none_injects_driver_without_devices():
+    r = req({"NVIDIA_VISIBLE_DEVICES": "none"})
+    assert r.wants_driver and r.devices == ()
+    assert r.capabilities == ("compute", "utility")
+
+
+def test_all_and_lists():
+    assert req({"NVIDIA_VISIBLE_DEVICES": "all"}).devices == "all"
+    r = req({"NVIDIA_VISIBLE_DEVICES": "0, GPU-abc,0:1,0000:07:00.0,MIG-x,0"})
+    assert r.devices == ("0", "GPU-abc", "0:1", "0000:07:00.0", "MIG-x")
+
+
+def test_legacy_cuda_image_gets_everything():
+    r = req({"CUDA_VERSION": "11.0"})
+    assert r.devices == "all"
+    assert "graphics" in r.capabilities and "video" in r.capabilities
+    assert req({"CUDA_VERSION": "11.0", "NVIDIA_REQUIRE_CUDA": "cuda>=11.0"}).empty
+
+
+def test_capabilities():
+    r = req({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": "video,utility"})
+    assert r.capabilities == ("utility", "video")
+    r = req({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": "all"})
+    assert len(r.capabilities) == 7
+    r = req({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": ""})
+    assert r.capabilities == ("compute", "utility")
+
+
+def test_unknown_capability_is_an_error():
+    with pytest.raises(InputError, match="unknown capability 'cuda'"):
+        req({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": "compute,cuda"})
+
+
+def test_annotations_win_over_env():
+    r = req({"NVIDIA_VISIBLE_DEVICES": "0"}, {"nvbind.io/gpus": "1", "nvbind.io/capabilities": "video"})
+    assert r.devices == ("1",) and r.capabilities == ("video",)
+    assert "annotation" in r.source
+
+
+@pytest.mark.parametrize("value", ["0,all", "none,1", "0;rm -rf /", "../../etc", "a" * 5000])
+def test_malformed_device_lists(value):
+    with pytest.raises(InputError):
+        req({"NVIDIA_VISIBLE_DEVICES": value})
