@@ -76,3 +76,25 @@ def base_config(env=(), annotations=None) -> dict:
                   "namespaces": [{"type": "pid"}, {"type": "mount"}]},
         **({"annotations": annotations} if annotations is not None else {}),
     }
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def podman_env(tmp_path_factory):
+    """(simulated host root, Podman) with nvbind registered as precreate hook via hooks.d."""
+    import shutil
+    if not IS_ROOT:
+        pytest.skip("end-to-end tests run real containers: need root")
+    for tool in ("podman", "runc", "gcc"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed (make setup installs it)")
+    import engines
+    state = str(tmp_path_factory.mktemp("podman"))
+    root, pm = engines.prepare(state)
+    yield root, pm
+    subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)

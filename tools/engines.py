@@ -24,7 +24,7 @@ def nvbind_exe() -> str:
     return exe
 
 
-def write_hooks_dir(hooks_dir: str, exe: str, root: str) -> str:
+def write_hooks_dir(hooks_dir: str, exe: str, root: str, log: str) -> str:
     """A hooks.d directory registering nvbind as podman's precreate hook (1.0.0 format)."""
     os.makedirs(hooks_dir, exist_ok=True)
     path = os.path.join(hooks_dir, "50-nvbind-precreate.json")
@@ -32,7 +32,7 @@ def write_hooks_dir(hooks_dir: str, exe: str, root: str) -> str:
         json.dump({
             "version": "1.0.0",
             "hook": {"path": exe, "args": ["nvbind", "--root", root, "hook", "precreate"],
-                     "env": [HOOK_PATH], "timeout": 10},
+                     "env": [HOOK_PATH, f"NVBIND_LOG={log}"], "timeout": 10},
             "when": {"always": True},
             "stages": ["precreate"],
         }, f, indent=2)
@@ -45,6 +45,7 @@ class Podman:
     def __init__(self, state: str, hooks_dir: str | None = None):
         self.state = os.path.abspath(state)
         self.hooks_dir = hooks_dir
+        self.log: str | None = None
 
     def base(self) -> list[str]:
         cmd = ["podman", "--root", f"{self.state}/storage", "--runroot", f"{self.state}/run",
@@ -79,8 +80,9 @@ def prepare(state: str, gpus: int = 2) -> tuple[str, Podman]:
     root = f"{state}/host"
     if not os.path.exists(f"{root}/proc/driver/nvidia/version"):
         simhost.build(root, gpus=gpus, mig=True, version="550.54.14", stale=True)
-    hooks = write_hooks_dir(f"{state}/hooks.d", nvbind_exe(), root)
+    hooks = write_hooks_dir(f"{state}/hooks.d", nvbind_exe(), root, f"{state}/nvbind.log")
     pm = Podman(state, os.path.dirname(hooks))
+    pm.log = f"{state}/nvbind.log"
     if not pm.has_image():
         pm.import_rootfs(testimage.build(f"{state}/image-rootfs"))
     return root, pm

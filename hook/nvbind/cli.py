@@ -17,12 +17,15 @@ verbs:
   --version
 global options:
   --root DIR                     treat DIR as the host's / for discovery (env NVBIND_ROOT)
+  --log FILE                     append one JSON line per hook run to FILE (env NVBIND_LOG)
 """
 
 
 class Args:
     def __init__(self, argv: list[str]):
         self.root = os.environ.get("NVBIND_ROOT") or "/"
+        self.log = os.environ.get("NVBIND_LOG") or None
+        self.result: dict = {}
         self.rest: list[str] = []
         it = iter(argv)
         for a in it:
@@ -30,6 +33,8 @@ class Args:
                 self.root = _next(it, a)
             elif a.startswith("--root="):
                 self.root = a.split("=", 1)[1]
+            elif a == "--log":
+                self.log = _next(it, a)
             elif a in ("-h", "--help"):
                 self.rest = ["help"]
                 return
@@ -47,7 +52,7 @@ def _next(it, opt):
         raise InputError(f"{opt} needs a value") from None
 
 
-def self_command(root: str) -> tuple[str, ...]:
+def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
     """How a hook entry calls this same nvbind: (path, argv0, global args...)."""
     if getattr(sys, "frozen", False):
         cmd = (sys.executable, "nvbind")
@@ -59,10 +64,12 @@ def self_command(root: str) -> tuple[str, ...]:
             cmd = (sys.executable, "python3", "-m", "nvbind")
     if root != "/":
         cmd += ("--root", os.path.abspath(root))
+    if log:
+        cmd += ("--log", os.path.abspath(log))
     return cmd
 
 
-def _pipeline(root: str, cfg: dict):
+def _pipeline(root: str, cfg: dict, log: str | None = None):
     """(request, inventory, edits) for a config; inventory is built only when needed."""
     from nvbind import edits, oci, profiles, request
     req = request.from_config(oci.env_map(cfg), cfg.get("annotations") or {})
@@ -72,7 +79,7 @@ def _pipeline(root: str, cfg: dict):
     inv = inventory.build(root)
     prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
                         or oci.env_map(cfg).get("NVBIND_PROFILE"))
-    return req, inv, edits.compute(inv, req, prof, self_command(root))
+    return req, inv, edits.compute(inv, req, prof, self_command(root, log))
 
 
 def cmd_precreate(args: Args, rest: list[str]) -> int:
@@ -82,7 +89,10 @@ def cmd_precreate(args: Args, rest: list[str]) -> int:
         raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
     text = oci.read_stdin(sys.stdin.buffer)
     cfg = oci.parse_config(text, "config.json on stdin")
-    _req, _inv, ed = _pipeline(args.root, cfg)
+    if isinstance(cfg.get("hostname"), str):
+        args.result["hostname"] = cfg["hostname"]
+    _req, _inv, ed = _pipeline(args.root, cfg, args.log)
+    args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
     if ed.empty:
         sys.stdout.write(text)
         return 0
@@ -109,6 +119,7 @@ def cmd_create_container(args: Args, rest: list[str]) -> int:
         else:
             raise InputError(f"hook createContainer: unknown argument {a!r}")
     state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    args.result["id"] = state["id"]
     _cfg, rootfs = oci.load_bundle(state["bundle"])
     ldcache.make_links(rootfs, links)
     if folders:
@@ -176,6 +187,26 @@ def cmd_info(args: Args, rest: list[str]) -> int:
     return 0
 
 
+def _logged(args: Args, stage: str, fn, rest) -> int:
+    import time
+    from nvbind import log
+    t0 = time.monotonic()
+    entry: dict = {"stage": stage, "root": args.root}
+    try:
+        rc = fn(args, rest)
+        entry["outcome"] = "ok"
+        return rc
+    except NvbindError as e:
+        entry.update(outcome="error", error=" ".join(str(e).split()))
+        raise
+    except Exception as e:
+        entry.update(outcome="error", error=f"internal: {type(e).__name__}: {e}")
+        raise
+    finally:
+        entry.update(args.result, duration_ms=round((time.monotonic() - t0) * 1000, 2))
+        log.record(args.log, entry)
+
+
 HOOK_STAGES = {"precreate": cmd_precreate, "createContainer": cmd_create_container}
 
 
@@ -195,7 +226,7 @@ def run(argv: list[str]) -> int:
         fn = HOOK_STAGES.get(rest[0])
         if fn is None:
             raise InputError(f"unsupported hook stage '{rest[0]}'; supported: {', '.join(HOOK_STAGES)}")
-        return fn(args, rest[1:])
+        return _logged(args, rest[0], fn, rest[1:])
     if verb == "plan":
         return cmd_plan(args, rest)
     if verb == "info":
