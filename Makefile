@@ -4,7 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := runc crun podman busybox-static gcc libc6-dev
 SIM ?= .sim
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup apt venv demo test unit e2e bench clean
 
@@ -22,7 +21,7 @@ apt:
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.stamp

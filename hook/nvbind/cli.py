@@ -70,21 +70,23 @@ def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
 
 
 def _pipeline(root: str, cfg: dict, log: str | None = None):
-    """(request, inventory, edits) for a config; inventory is built only when needed."""
-    from nvbind import edits, oci, profiles, request
+    """(request, inventory, edits) for a config; edits is None when nothing was asked.
+
+    A container that asks for nothing costs one env scan: nothing else is imported."""
+    from nvbind import oci, request
     req = request.from_config(oci.env_map(cfg), cfg.get("annotations") or {})
     if req.empty:
-        return req, None, edits.compute(None, req, profiles.get(None))
+        return req, None, None
+    from nvbind import edits, profiles
     from nvbind.host import inventory
-    inv = inventory.build(root)
     prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
                         or oci.env_map(cfg).get("NVBIND_PROFILE"))
+    inv = inventory.build(root, capabilities=prof.capabilities or req.capabilities)
     return req, inv, edits.compute(inv, req, prof, self_command(root, log))
 
 
 def cmd_precreate(args: Args, rest: list[str]) -> int:
     from nvbind import oci
-    from nvbind.apply import spec
     if rest:
         raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
     text = oci.read_stdin(sys.stdin.buffer)
@@ -92,10 +94,11 @@ def cmd_precreate(args: Args, rest: list[str]) -> int:
     if isinstance(cfg.get("hostname"), str):
         args.result["hostname"] = cfg["hostname"]
     _req, _inv, ed = _pipeline(args.root, cfg, args.log)
-    args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
-    if ed.empty:
+    if ed is None or ed.empty:
         sys.stdout.write(text)
         return 0
+    args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
+    from nvbind.apply import spec
     for note in spec.apply(cfg, ed):
         print(f"nvbind: {note}", file=sys.stderr)
     sys.stdout.write(oci.dump(cfg))
@@ -143,7 +146,10 @@ def cmd_plan(args: Args, rest: list[str]) -> int:
         raise InputError("plan needs --bundle DIR")
     cfg, rootfs = oci.load_bundle(os.path.abspath(bundle))
     req, inv, ed = _pipeline(args.root, cfg)
+    from nvbind import edits
     from nvbind.apply import spec
+    if ed is None:
+        ed = edits.ContainerEdits(notes=["no GPU requested: the container is left unchanged"])
     edited = json.loads(json.dumps(cfg))
     kept = spec.apply(edited, ed)
     out = {

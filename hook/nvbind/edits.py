@@ -5,13 +5,12 @@ Pure: no file system, no clock. The same input gives the same, sorted output.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import asdict, dataclass, field
 
 from nvbind.errors import InputError
 from nvbind.host.model import Gpu, Inventory, Mig
 from nvbind.host.procfs import normalize_bus_id
 from nvbind.profiles import Profile
+from nvbind.record import Record
 from nvbind.request import Request
 
 RO = ("ro", "nosuid", "nodev", "bind")
@@ -20,79 +19,70 @@ RW_NOEXEC = ("nosuid", "nodev", "noexec", "bind")
 HOOK_ENV = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin",)
 HOOK_TIMEOUT = 30
 
-_PCI = re.compile(r"^(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-_MIG_INDEX = re.compile(r"^(\d+):(\d+)$")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True)
-class DeviceEdit:
-    path: str
-    major: int
-    minor: int
-    mode: int
-    reason: str
-    type: str = "c"
+def _is_pci(sel: str) -> bool:
+    """[domain:]bus:device.function, as NVIDIA_VISIBLE_DEVICES accepts PCI bus ids."""
+    parts = sel.split(":")
+    if len(parts) == 3:
+        if not (4 <= len(parts[0]) <= 8 and set(parts[0]) <= _HEX):
+            return False
+    elif len(parts) != 2:
+        return False
+    dev, dot, fn = parts[-1].partition(".")
+    bus = parts[-2]
+    return (len(bus) == 2 and set(bus) <= _HEX and len(dev) == 2 and set(dev) <= _HEX
+            and dot == "." and len(fn) == 1 and fn in "01234567")
 
 
-@dataclass(frozen=True)
-class MountEdit:
-    source: str
-    destination: str
-    options: tuple[str, ...]
-    reason: str
+def _mig_index(sel: str):
+    gpu, sep, mig = sel.partition(":")
+    return (int(gpu), int(mig)) if sep and gpu.isdigit() and mig.isdigit() else None
 
 
-@dataclass(frozen=True)
-class EnvEdit:
-    name: str
-    value: str
-    reason: str
+class DeviceEdit(Record):
+    __slots__ = ('path', 'major', 'minor', 'mode', 'reason', 'type')
+    DEFAULTS = {"type": "c"}
 
 
-@dataclass(frozen=True)
-class CgroupRule:
-    major: int
-    minor: int
-    access: str
-    reason: str
-    type: str = "c"
+
+class MountEdit(Record):
+    __slots__ = ('source', 'destination', 'options', 'reason')
 
 
-@dataclass(frozen=True)
-class SymlinkEdit:
-    link: str
-    target: str
-    reason: str
+
+class EnvEdit(Record):
+    __slots__ = ('name', 'value', 'reason')
 
 
-@dataclass(frozen=True)
-class HookEdit:
-    stage: str
-    path: str
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    timeout: int
-    reason: str
+
+class CgroupRule(Record):
+    __slots__ = ('major', 'minor', 'access', 'reason', 'type')
+    DEFAULTS = {"type": "c"}
 
 
-@dataclass
-class ContainerEdits:
-    devices: list[DeviceEdit] = field(default_factory=list)
-    mounts: list[MountEdit] = field(default_factory=list)
-    env: list[EnvEdit] = field(default_factory=list)
-    cgroup: list[CgroupRule] = field(default_factory=list)
-    symlinks: list[SymlinkEdit] = field(default_factory=list)
-    ldcache_folders: list[str] = field(default_factory=list)
-    hooks: list[HookEdit] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    gpus: list[str] = field(default_factory=list)
+
+class SymlinkEdit(Record):
+    __slots__ = ('link', 'target', 'reason')
+
+
+
+class HookEdit(Record):
+    __slots__ = ('stage', 'path', 'args', 'env', 'timeout', 'reason')
+
+
+
+class ContainerEdits(Record):
+    __slots__ = ("devices", "mounts", "env", "cgroup", "symlinks", "ldcache_folders", "hooks",
+                 "notes", "gpus")
+    DEFAULTS = {n: list for n in __slots__}
+    FROZEN = False
 
     @property
     def empty(self) -> bool:
         return not (self.devices or self.mounts or self.env or self.hooks)
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _describe(inv: Inventory) -> str:
@@ -123,9 +113,9 @@ def _match(inv: Inventory, sel: str):
     if sel.isdigit():
         i = int(sel)
         return inv.gpus[i] if i < len(inv.gpus) else None
-    m = _MIG_INDEX.match(sel)
+    m = _mig_index(sel)
     if m:
-        gi, mi = int(m.group(1)), int(m.group(2))
+        gi, mi = m
         if gi < len(inv.gpus) and mi < len(inv.gpus[gi].migs):
             return inv.gpus[gi].migs[mi]
         return None
@@ -134,7 +124,7 @@ def _match(inv: Inventory, sel: str):
         return next((g for g in inv.gpus if g.uuid.lower() == low), None)
     if low.startswith("mig-"):
         return next((m for g in inv.gpus for m in g.migs if m.uuid and m.uuid.lower() == low), None)
-    if _PCI.match(sel):
+    if _is_pci(sel):
         bus = normalize_bus_id(sel)
         return next((g for g in inv.gpus if g.bus_id == bus), None)
     return None

@@ -9,7 +9,6 @@ Two uses:
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -65,11 +64,8 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 _libc = None
+_how = None
 _has_openat2 = None
 
 
@@ -88,10 +84,14 @@ def openat2_available() -> bool:
 
 
 def _openat2(dirfd: int, path: str, flags: int) -> int:
-    global _libc
+    global _libc, _how
+    import ctypes  # lazily: only the container-side writes need it
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    how = _OpenHow(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        class OpenHow(ctypes.Structure):
+            _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                        ("resolve", ctypes.c_uint64)]
+        _libc, _how = ctypes.CDLL(None, use_errno=True), OpenHow
+    how = _how(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     fd = _libc.syscall(SYS_openat2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
     if fd < 0:
         err = ctypes.get_errno()

@@ -1,9 +1,9 @@
 """Reading what the engine hands us: OCI config.json, OCI state, bundles."""
 from __future__ import annotations
 
-import json
 import os
 
+from nvbind import fastjson
 from nvbind.errors import InputError
 
 # Hook stdin is small (a config is a few KiB); refuse absurd input instead of
@@ -27,7 +27,7 @@ def read_stdin(stream) -> str:
 
 def _load_object(text: str, what: str) -> dict:
     try:
-        obj = json.loads(text)
+        obj = fastjson.loads(text)
     except (ValueError, RecursionError) as e:
         raise InputError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
@@ -109,4 +109,4 @@ def env_map(cfg: dict) -> dict[str, str]:
 
 
 def dump(cfg: dict) -> str:
-    return json.dumps(cfg, indent=None, separators=(",", ":"), ensure_ascii=False)
+    return fastjson.dumps(cfg)

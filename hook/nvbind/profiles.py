@@ -1,16 +1,15 @@
 """Workload profiles. Only `default` exists so far; profiles add env, capabilities, mounts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nvbind.errors import InputError
+from nvbind.record import Record
 
 
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    env: tuple[tuple[str, str, str], ...] = ()   # (name, value, what reads it)
-    capabilities: tuple[str, ...] | None = None  # None: as requested
+class Profile(Record):
+    """env: ((name, value, what reads it), ...); capabilities: None means as requested."""
+
+    __slots__ = ("name", "env", "capabilities")
+    DEFAULTS = {"env": (), "capabilities": None}
 
 
 BUILTIN = {"default": Profile("default")}

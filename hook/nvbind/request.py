@@ -13,11 +13,9 @@ Annotations nvbind.io/gpus and nvbind.io/capabilities take precedence over the e
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from nvbind.errors import InputError
-from nvbind.host.libraries import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.record import Record
 
 ANN_GPUS = "nvbind.io/gpus"
 ANN_CAPS = "nvbind.io/capabilities"
@@ -27,13 +25,12 @@ ENV_CAPS = "NVIDIA_DRIVER_CAPABILITIES"
 MAX_VALUE = 4096
 
 
-@dataclass(frozen=True)
-class Request:
-    wants_driver: bool                 # inject anything at all
-    devices: tuple[str, ...] | str     # "all" or selectors (may be empty for "none")
-    capabilities: tuple[str, ...]
-    source: str                        # where the device list came from
-    reasons: tuple[str, ...] = field(default=())
+class Request(Record):
+    """wants_driver: inject anything at all; devices: "all" or selectors (empty for "none");
+    source: where the device list came from."""
+
+    __slots__ = ("wants_driver", "devices", "capabilities", "source", "reasons")
+    DEFAULTS = {"reasons": ()}
 
     @property
     def empty(self) -> bool:
@@ -67,7 +64,7 @@ def parse_capabilities(value: str | None, where: str, legacy: bool) -> tuple[str
     return tuple(sorted(caps))
 
 
-_SELECTOR = re.compile(r"^[A-Za-z0-9:.\-]+$")
+_SELECTOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:.-")
 
 
 def parse_devices(value: str, where: str) -> tuple[str, ...] | str:
@@ -83,7 +80,7 @@ def parse_devices(value: str, where: str) -> tuple[str, ...] | str:
             continue
         if item in ("all", "none", "void"):
             raise InputError(f"'{item}' cannot be combined with other devices in {where}")
-        if not _SELECTOR.match(item):
+        if not set(item) <= _SELECTOR_CHARS:
             raise InputError(f"malformed device '{item[:80]}' in {where}")
         if item not in out:
             out.append(item)

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from nvbind.record import Record
 
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
 MACHINE_ARCH = {EM_X86_64: "x86_64", EM_386: "i386", EM_AARCH64: "aarch64"}
 
 
-@dataclass(frozen=True)
-class ElfInfo:
-    bits: int
-    arch: str | None
-    soname: str | None
+class ElfInfo(Record):
+    __slots__ = ("bits", "arch", "soname")
 
 
 def read(path: str, limit: int = 64 << 20) -> ElfInfo | None:

@@ -28,16 +28,15 @@ def backend_for(root: str, prefer: str = "auto"):
 
 
 def build(root: str = "/", backend=None, arch: str | None = None,
-          driver_version: str | None = None) -> Inventory:
+          driver_version: str | None = None, capabilities=libraries.CAPABILITIES) -> Inventory:
+    """Everything the host has; driver files only for `capabilities` (the hook asks for
+    what the container wants, `info` for all)."""
     root = os.path.abspath(root) if root not in ("", "/") else "/"
-    note = None
     if backend is None:
         backend = procfs.ProcfsBackend(root)
     arch = arch or libraries.machine_arch()
     version = driver_version or backend.driver_version()
     inv = Inventory(root=root, backend=backend.name, driver_version=version)
-    if note:
-        inv.notes.append(note)
     skipped = inv.skipped
     majors = procfs.char_majors(root)
     if majors is None:
@@ -46,8 +45,8 @@ def build(root: str = "/", backend=None, arch: str | None = None,
         node = devices.probe(root, path, owner, majors, skipped, why)
         if node:
             inv.nodes[path] = node
-    mig_minors = procfs.mig_minors(root)
     records = sorted(backend.gpus(), key=lambda r: r.bus_id)
+    mig_minors = procfs.mig_minors(root) if any(r.migs for r in records) else {}
     for index, rec in enumerate(records):
         path = f"/dev/nvidia{rec.minor}"
         node = devices.probe(root, path, "nvidia", majors, skipped, f"GPU {index} ({rec.uuid})")
@@ -77,5 +76,5 @@ def build(root: str = "/", backend=None, arch: str | None = None,
     if version is None:
         inv.notes.append("no NVIDIA driver found (no /proc/driver/nvidia/version)")
     else:
-        inv.files = libraries.discover(root, version, arch, libraries.CAPABILITIES, skipped)
+        inv.files = libraries.discover(root, version, arch, capabilities, skipped)
     return inv

@@ -13,8 +13,7 @@ from nvbind import fsroot
 from nvbind.host import elf, ldcache
 from nvbind.host.model import File
 
-CAPABILITIES = ("compute", "compat32", "display", "graphics", "ngx", "utility", "video")
-DEFAULT_CAPABILITIES = ("compute", "utility")
+from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES  # noqa: F401 - re-exported
 
 LIBRARIES = {
     "utility": ("libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"),
@@ -138,14 +137,15 @@ def find_library(root, base, version, arch, cache_entries, skipped):
 def discover(root, version, arch, capabilities, skipped) -> list[File]:
     """Every driver file for the given capabilities (a list sorted by path)."""
     files: list[File] = []
+    caps = set(capabilities)
     entries = load_cache(root, skipped)
     native = ldcache.for_arch(entries, arch) if entries else None
     if native is not None and not native:
         skipped.append(("/etc/ld.so.cache", f"no {arch} entries; scanning library directories"))
-    groups = [(cap, libs, arch, native) for cap, libs in LIBRARIES.items()]
-    if arch == "x86_64":
+    groups = [(cap, libs, arch, native) for cap, libs in LIBRARIES.items() if cap in caps]
+    if arch == "x86_64" and "compat32" in caps:
         i386 = ldcache.for_arch(entries, "i386") if entries else None
-        groups += [("compat32", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF]
+        groups += [("compat32", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF if c in caps]
     for cap, libs, a, ents in groups:
         for base in libs:
             hit = find_library(root, base, version, a, ents, skipped)
@@ -156,6 +156,8 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             files.append(File("library", cap, path, fsroot.host(root, path),
                               f"{cap} library: {why}", soname))
     for cap, names in BINARIES.items():
+        if cap not in caps:
+            continue
         for name in names:
             for d in BIN_DIRS:
                 real = fsroot.resolve(root, f"{d}/{name}")
@@ -166,8 +168,10 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             else:
                 skipped.append((name, "binary not found"))
     fw = FIRMWARE_DIR.format(version=version)
+    if not caps & {"utility", "compute"}:
+        fw = None
     try:
-        names = sorted(os.listdir(fsroot.host(root, fw)))
+        names = sorted(os.listdir(fsroot.host(root, fw))) if fw else []
     except OSError:
         names = []
         skipped.append((fw, "no GSP firmware for this driver version"))
@@ -176,12 +180,16 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             files.append(File("firmware", "utility", f"{fw}/{name}", fsroot.host(root, f"{fw}/{name}"),
                               f"GSP firmware of driver {version}"))
     for cap, paths in GRAPHICS_FILES.items():
+        if cap not in caps:
+            continue
         for p in paths:
             p = p.format(version=version)
             kind = "display" if cap == "display" else "config"
             if _regular(root, p):
                 files.append(File(kind, cap, p, fsroot.host(root, p), f"{cap} configuration/module"))
     for cap, paths in SOCKETS.items():
+        if cap not in caps:
+            continue
         for p in paths:
             try:
                 st = os.lstat(fsroot.host(root, p))

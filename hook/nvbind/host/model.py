@@ -1,76 +1,55 @@
 """Plain data for the host inventory. Every item says why it is there."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from nvbind.record import Record
 
 
-@dataclass(frozen=True)
-class Node:
-    """A character device node, with numbers read from the node itself."""
+class Node(Record):
+    """A character device node, with numbers read from the node itself.
 
-    path: str          # path as the container sees it (relative to the host root)
-    host_path: str     # where it is on this machine
-    major: int
-    minor: int
-    mode: int          # permission bits
-    reason: str
+    path: as the container sees it (relative to the host root); host_path: where it is
+    on this machine; mode: permission bits.
+    """
+
+    __slots__ = ("path", "host_path", "major", "minor", "mode", "reason")
 
 
-@dataclass(frozen=True)
-class Mig:
-    gpu: int           # parent GPU index
-    index: int         # MIG device index on that GPU (the N of "gpu:N")
-    gi: int
-    ci: int
-    uuid: str | None   # known to NVML only; None from procfs
-    caps: tuple[str, ...]  # /dev/nvidia-caps/nvidia-capN paths for gi and ci access
+class Mig(Record):
+    """gpu: parent GPU index; index: the N of "gpu:N"; uuid: NVML only (None from procfs);
+    caps: /dev/nvidia-caps/nvidia-capN paths for GI and CI access."""
+
+    __slots__ = ("gpu", "index", "gi", "ci", "uuid", "caps")
 
 
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    minor: int
-    uuid: str
-    bus_id: str        # 0000:07:00.0, lower case, 4-digit domain
-    model: str
-    node: str | None   # /dev/nvidiaN if present and valid
-    drm: tuple[str, ...] = ()
-    migs: tuple[Mig, ...] = ()
+class Gpu(Record):
+    """bus_id: 0000:07:00.0 (lower case, 4-digit domain); node: /dev/nvidiaN if usable."""
+
+    __slots__ = ("index", "minor", "uuid", "bus_id", "model", "node", "drm", "migs")
+    DEFAULTS = {"drm": (), "migs": ()}
 
 
-@dataclass(frozen=True)
-class File:
-    """A host file (library, binary, firmware, socket, config) to bind into containers."""
+class File(Record):
+    """A host file to bind into containers. kind: library | binary | firmware | socket |
+    config | display; capability: utility | compute | video | graphics | display | ngx |
+    compat32; path: container path."""
 
-    kind: str          # library | binary | firmware | socket | graphics | display
-    capability: str    # utility | compute | video | graphics | display | ngx | compat32
-    path: str          # container path
-    host_path: str
-    reason: str
-    soname: str | None = None
+    __slots__ = ("kind", "capability", "path", "host_path", "reason", "soname")
+    DEFAULTS = {"soname": None}
 
 
-@dataclass(frozen=True)
-class GpuRecord:
-    """What a GPU backend (NVML or procfs) reports for one GPU."""
+class GpuRecord(Record):
+    """What a GPU backend (NVML or procfs) reports for one GPU; migs: ((gi, ci, uuid), ...)."""
 
-    minor: int
-    uuid: str
-    bus_id: str
-    model: str
-    migs: tuple[tuple[int, int, str | None], ...] = ()  # (gi, ci, uuid)
+    __slots__ = ("minor", "uuid", "bus_id", "model", "migs")
+    DEFAULTS = {"migs": ()}
 
 
-@dataclass
-class Inventory:
-    root: str
-    backend: str
-    driver_version: str | None
-    gpus: list[Gpu] = field(default_factory=list)
-    nodes: dict[str, Node] = field(default_factory=dict)   # by container path
-    files: list[File] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
-    notes: list[str] = field(default_factory=list)
+class Inventory(Record):
+    """nodes: by container path; skipped: [(item, reason)]."""
+
+    __slots__ = ("root", "backend", "driver_version", "gpus", "nodes", "files", "skipped", "notes")
+    DEFAULTS = {"gpus": list, "nodes": dict, "files": list, "skipped": list, "notes": list}
+    FROZEN = False
 
     def files_for(self, capabilities) -> list[File]:
         return [f for f in self.files if f.capability in capabilities]
@@ -80,9 +59,9 @@ class Inventory:
             "root": self.root,
             "backend": self.backend,
             "driver_version": self.driver_version,
-            "gpus": [asdict(g) for g in self.gpus],
-            "nodes": [asdict(n) for n in sorted(self.nodes.values(), key=lambda n: n.path)],
-            "files": [asdict(f) for f in self.files],
+            "gpus": [g.to_json() for g in self.gpus],
+            "nodes": [n.to_json() for n in sorted(self.nodes.values(), key=lambda n: n.path)],
+            "files": [f.to_json() for f in self.files],
             "skipped": [{"item": i, "reason": r} for i, r in self.skipped],
             "notes": list(self.notes),
         }

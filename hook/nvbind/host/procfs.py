@@ -12,12 +12,9 @@
 from __future__ import annotations
 
 import os
-import re
 
 from nvbind.host.model import GpuRecord
 
-_VERSION_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)\b")
-_MIG_MINOR_RE = re.compile(r"^gpu(\d+)/gi(\d+)(?:/ci(\d+))?/access$")
 MAX_PROC_FILE = 1 << 20
 
 
@@ -32,10 +29,20 @@ def _read(root: str, path: str) -> str | None:
 def parse_version(text: str) -> str | None:
     for line in text.splitlines():
         if line.startswith("NVRM version:"):
-            m = _VERSION_RE.search(line)
-            if m:
-                return m.group(1)
+            _, found, rest = line.partition("Kernel Module")
+            if not found:
+                continue
+            words = rest.split()
+            if words[:1] == ["for"]:
+                words = words[2:]
+            if words and _is_version(words[0]):
+                return words[0]
     return None
+
+
+def _is_version(word: str) -> bool:
+    parts = word.split(".")
+    return 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
 
 
 def driver_version(root: str) -> str | None:
