@@ -101,3 +101,33 @@ def test_info_json(sim_root):
     assert inv["backend"] == "procfs"
     r = run_nvbind(["--root", sim_root, "info"])
     assert b"GPU-" in r.stdout and b"/dev/nvidiactl" in r.stdout
+
+
+def _schema(name):
+    import jsonschema
+    with open(os.path.join(REPO, "schemas", name)) as f:
+        return jsonschema.Draft202012Validator(json.load(f))
+
+
+def test_plan_and_info_match_their_schemas(sim_root):
+    plan_v, inv_v = _schema("plan.schema.json"), _schema("inventory.schema.json")
+    for env in ("NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=0:1", "NVIDIA_VISIBLE_DEVICES=none"):
+        import tempfile
+        with tempfile.TemporaryDirectory() as b:
+            with open(os.path.join(b, "config.json"), "w") as f:
+                json.dump(base_config(env=[env, "NVIDIA_DRIVER_CAPABILITIES=all"]), f)
+            r = run_nvbind(["--root", sim_root, "plan", "--bundle", b, "--json"])
+            assert r.returncode == 0, r.stderr
+            errors = list(plan_v.iter_errors(json.loads(r.stdout)))
+            assert not errors, errors[0]
+    r = run_nvbind(["--root", sim_root, "info", "--json"])
+    errors = list(inv_v.iter_errors(json.loads(r.stdout)))
+    assert not errors, errors[0]
+
+
+def test_packaged_hooks_d_file_has_env_and_timeout():
+    with open(os.path.join(REPO, "packaging/hooks.d/50-nvbind-precreate.json")) as f:
+        h = json.load(f)
+    assert h["version"] == "1.0.0" and h["stages"] == ["precreate"]
+    assert h["hook"]["env"] and all("=" in e for e in h["hook"]["env"])
+    assert h["hook"]["timeout"] > 0 and h["hook"]["args"][1:] == ["hook", "precreate"]
