@@ -98,3 +98,43 @@ def podman_env(tmp_path_factory):
     root, pm = engines.prepare(state)
     yield root, pm
     subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)
+
+
+def _need_engines(*tools):
+    import shutil
+    if not IS_ROOT:
+        pytest.skip("end-to-end tests run real containers: need root")
+    for tool in tools:
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed (make setup installs it)")
+
+
+@pytest.fixture(scope="session")
+def live_env(tmp_path_factory):
+    """(simulated host root, glibc test rootfs) for runc/crun bundles."""
+    _need_engines("runc", "crun", "gcc")
+    import simhost
+    import testimage
+    base = tmp_path_factory.mktemp("live")
+    root = str(base / "host")
+    simhost.build(root, gpus=2, mig=True, version="550.54.14", stale=True)
+    return root, testimage.build(str(base / "image"))
+
+
+@pytest.fixture(scope="session")
+def podman_live(tmp_path_factory, live_env):
+    """podman with nvbind registered for createRuntime (not precreate) in hooks.d."""
+    _need_engines("podman", "runc")
+    import engines
+    root, image = live_env
+    state = str(tmp_path_factory.mktemp("podman-live"))
+    os.makedirs(f"{state}/hooks.d")
+    with open(f"{state}/hooks.d/50-nvbind-oci.json", "w") as f:
+        json.dump({"version": "1.0.0", "hook": engines.nvbind_hook("createRuntime", root,
+                                                                   f"{state}/nvbind.log"),
+                   "when": {"always": True}, "stages": ["createRuntime"]}, f)
+    pm = engines.Podman(state, f"{state}/hooks.d")
+    pm.log = f"{state}/nvbind.log"
+    pm.import_rootfs(image)
+    yield pm
+    subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)

@@ -86,3 +86,49 @@ def prepare(state: str, gpus: int = 2) -> tuple[str, Podman]:
     if not pm.has_image():
         pm.import_rootfs(testimage.build(f"{state}/image-rootfs"))
     return root, pm
+
+
+# ---- runc / crun driven directly with a bundle -------------------------------------------
+RUNTIMES = {
+    # name: argv prefix that runs `<runtime> run ID` in the bundle
+    "runc": lambda cid: ["runc", "run", cid],
+    # crun fails on this VM's hybrid cgroup layout unless the unified mount is hidden
+    "crun": lambda cid: ["unshare", "-m", "sh", "-c",
+                         f"umount /sys/fs/cgroup/unified && exec crun run {cid}"],
+    # cgroup v2: a private mount namespace with cgroup2 on /sys/fs/cgroup
+    "runc-v2": lambda cid: ["unshare", "-m", "sh", "-c",
+                            f"mount -t cgroup2 none /sys/fs/cgroup && exec runc run {cid}"],
+}
+
+
+def make_bundle(bundle: str, rootfs_src: str, args: list[str], env: list[str] = (),
+                hooks: dict | None = None, mounts: list[dict] = ()) -> str:
+    """A bundle like `runc spec` makes, with a private copy of rootfs_src."""
+    bundle = os.path.abspath(bundle)
+    os.makedirs(bundle, exist_ok=True)
+    subprocess.run(["cp", "-a", rootfs_src, f"{bundle}/rootfs"], check=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    with open(f"{bundle}/config.json") as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = list(args)
+    cfg["process"]["env"] += list(env)
+    cfg["root"]["readonly"] = False
+    cfg["mounts"] += list(mounts)
+    if hooks:
+        cfg["hooks"] = hooks
+    with open(f"{bundle}/config.json", "w") as f:
+        json.dump(cfg, f, indent=1)
+    return bundle
+
+
+def nvbind_hook(stage: str, root: str, log: str, extra_env: list[str] = ()) -> dict:
+    return {"path": nvbind_exe(), "args": ["nvbind", "--root", root, "--log", log, "hook", stage],
+            "env": [HOOK_PATH, *extra_env], "timeout": 30}
+
+
+def run_bundle(bundle: str, cid: str, runtime: str = "runc", timeout=120):
+    r = subprocess.run(RUNTIMES[runtime](cid), cwd=bundle, capture_output=True, text=True,
+                       timeout=timeout)
+    subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    return r

@@ -12,6 +12,8 @@ verbs:
   hook precreate                 stdin: OCI config.json -> stdout: edited config.json
   hook createContainer [--folder DIR]... [--link TARGET::LINK]...
                                  stdin: OCI state; soname links + ld cache in the container
+  hook createRuntime|prestart    stdin: OCI state; inject into the live container
+  hook poststop                  stdin: OCI state; release what the container held
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json]                  host inventory
   --version
@@ -69,7 +71,7 @@ def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
     return cmd
 
 
-def _pipeline(root: str, cfg: dict, log: str | None = None):
+def _pipeline(root: str, cfg: dict, log: str | None = None, with_hook: bool = True):
     """(request, inventory, edits) for a config; edits is None when nothing was asked.
 
     A container that asks for nothing costs one env scan: nothing else is imported."""
@@ -82,7 +84,8 @@ def _pipeline(root: str, cfg: dict, log: str | None = None):
     prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
                         or oci.env_map(cfg).get("NVBIND_PROFILE"))
     inv = inventory.build(root, capabilities=prof.capabilities or req.capabilities)
-    return req, inv, edits.compute(inv, req, prof, self_command(root, log))
+    return req, inv, edits.compute(inv, req, prof,
+                                  self_command(root, log) if with_hook else None)
 
 
 def cmd_precreate(args: Args, rest: list[str]) -> int:
@@ -127,6 +130,44 @@ def cmd_create_container(args: Args, rest: list[str]) -> int:
     ldcache.make_links(rootfs, links)
     if folders:
         ldcache.update(rootfs, folders)
+    return 0
+
+
+def cmd_live(args: Args, rest: list[str]) -> int:
+    """createRuntime / prestart: inject into the container the runtime has just built."""
+    from nvbind import oci
+    if rest:
+        raise InputError(f"this hook stage takes no arguments, got {rest[0]!r}")
+    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    args.result["id"] = state["id"]
+    cfg, rootfs = oci.load_bundle(state["bundle"])
+    if "NVBIND_GPUS" in oci.env_map(cfg):
+        args.result["note"] = "already injected at precreate"
+        return 0
+    _req, _inv, ed = _pipeline(args.root, cfg, args.log, with_hook=False)
+    if ed is None or ed.empty:
+        return 0
+    args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
+    not_applied = [e.name for e in ed.env]
+    if not_applied:
+        args.result["env_not_applied"] = not_applied
+        print(f"nvbind: note: {', '.join(not_applied)} cannot be set at this stage (the process "
+              "environment is fixed); use precreate, the runtime shim or CDI for them",
+              file=sys.stderr)
+    from nvbind.apply import live
+    args.result["done"] = live.apply(state, rootfs, ed)
+    return 0
+
+
+def cmd_poststop(args: Args, rest: list[str]) -> int:
+    """Release what the container held. nvbind holds nothing per container yet (no leases),
+    so this only checks its input; it is safe twice and for containers it never touched."""
+    from nvbind import oci
+    data = oci.read_stdin(sys.stdin.buffer)
+    try:
+        args.result["id"] = oci.parse_state(data)["id"]
+    except InputError as e:
+        args.result["note"] = f"unreadable state ignored: {e}"
     return 0
 
 
@@ -213,7 +254,8 @@ def _logged(args: Args, stage: str, fn, rest) -> int:
         log.record(args.log, entry)
 
 
-HOOK_STAGES = {"precreate": cmd_precreate, "createContainer": cmd_create_container}
+HOOK_STAGES = {"precreate": cmd_precreate, "createContainer": cmd_create_container,
+               "createRuntime": cmd_live, "prestart": cmd_live, "poststop": cmd_poststop}
 
 
 def run(argv: list[str]) -> int:

@@ -42,3 +42,53 @@ def private_mount_namespace() -> None:
     """Move the calling process into a new mount namespace that shares nothing back."""
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+# ---- namespaces and the new mount API (Linux 5.2+ / 5.12+ for mount_setattr) -----------
+NR = {"setns": 308, "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321}
+if os.uname().machine in ("aarch64", "arm64"):
+    NR.update(setns=268, bpf=280)
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+
+
+def _sys(name, *args):
+    import ctypes
+    ret = libc().syscall(NR[name], *args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return ret
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(libc().setns(fd, nstype), "setns")
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    return _sys("open_tree", dirfd, os.fsencode(path), flags)
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    _sys("move_mount", from_fd, b"", to_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def mount_setattr(fd: int, attr_set: int, propagation: int = 0) -> None:
+    import ctypes
+    import struct
+    buf = ctypes.create_string_buffer(struct.pack("<QQQQ", attr_set, 0, propagation, 0))
+    _sys("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, 32)
+
+
+def bpf(cmd: int, attr: bytes | bytearray) -> tuple[int, bytes]:
+    """bpf(2) with a bpf_attr given as bytes; returns (result, attr as the kernel left it)."""
+    import ctypes
+    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+    ret = _sys("bpf", cmd, buf, len(attr))
+    return ret, buf.raw

@@ -63,12 +63,13 @@ def _child_setup(rootfs: str):
     return setup
 
 
-def update(rootfs: str, folders: list[str], ldconfig: str | None = None) -> None:
+def update(rootfs: str, folders: list[str], ldconfig: str | None = None,
+           exe_fd: int | None = None) -> None:
+    """Rebuild rootfs's ld cache. `exe_fd`: a sealed ldconfig made earlier (on the host side)."""
     for d in folders:
         if not d.startswith("/") or ".." in d.split("/"):
             raise NvbindError(f"refusing ld cache folder '{d}'")
-    exe = find_ldconfig(ldconfig)
-    fd = sealed_copy(exe)
+    fd = exe_fd if exe_fd is not None else sealed_copy(find_ldconfig(ldconfig))
     try:
         proc = subprocess.run(
             ["ldconfig", "-r", rootfs, *folders], executable=f"/proc/self/fd/{fd}",
@@ -77,7 +78,8 @@ def update(rootfs: str, folders: list[str], ldconfig: str | None = None) -> None
             preexec_fn=_child_setup(rootfs),
         )
     finally:
-        os.close(fd)
+        if exe_fd is None:
+            os.close(fd)
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise NvbindError(f"ldconfig in {rootfs} failed ({proc.returncode}): "
