@@ -74,7 +74,18 @@ def gcc(args):
     subprocess.run(["gcc", "-O1", "-w", *args], check=True)
 
 
-def build(root: str, gpus: int, mig: bool, version: str, stale: bool) -> None:
+def full_library_set() -> dict:
+    """Every library nvbind knows (NVIDIA's lists), for benchmarks at full size."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "hook"))
+    from nvbind.host.libraries import LIBRARIES
+    libs = dict(LIBS)
+    for names in LIBRARIES.values():
+        for base in names:
+            libs.setdefault(base, base + ".1")
+    return libs
+
+
+def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool = False) -> None:
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     # --- /dev
@@ -132,7 +143,7 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool) -> None:
     libdir = root + LIBDIR
     os.makedirs(libdir, exist_ok=True)
     define = f'-DDRIVER_VERSION="{version}"'
-    for base, soname in LIBS.items():
+    for base, soname in (full_library_set() if full else LIBS).items():
         src = "libcuda.c" if base == "libcuda.so" else "libstub.c"
         out = f"{libdir}/{base}.{version}"
         gcc(["-shared", "-fPIC", define, f"-Wl,-soname,{soname or os.path.basename(out)}",
@@ -173,13 +184,14 @@ def main() -> int:
     ap.add_argument("--driver", default="550.54.14")
     ap.add_argument("--stale", action="store_true", help=f"also leave libcuda.so.{STALE_VERSION}")
     ap.add_argument("--force", action="store_true", help="remove ROOT first")
+    ap.add_argument("--full", action="store_true", help="every library nvbind knows, not a few")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("simhost: needs root (mknod)", file=sys.stderr)
         return 1
     if a.force and os.path.isdir(a.root):
         shutil.rmtree(a.root)
-    build(a.root, a.gpus, a.mig, a.driver, a.stale)
+    build(a.root, a.gpus, a.mig, a.driver, a.stale, a.full)
     print(os.path.abspath(a.root))
     return 0
 

@@ -201,6 +201,7 @@ def cmd_plan(args: Args, rest: list[str]) -> int:
                                           "gpus": len(inv.gpus), "skipped": [
                                               {"item": i, "reason": r} for i, r in inv.skipped]},
         "edits": ed.to_json(), "kept_from_config": kept,
+        "live_stages_cannot_set": [e.name for e in ed.env],
     }
     if as_json:
         print(json.dumps(out, indent=2, sort_keys=True))

@@ -58,6 +58,9 @@ def plan(p: dict) -> str:
     out += [f"  {v['name']}={v['value']}  - {v['reason']}" for v in e["env"]]
     out.append("\nhooks")
     out += [f"  {h['stage']}: {' '.join(h['args'])}  - {h['reason']}" for h in e["hooks"]]
+    if p["live_stages_cannot_set"]:
+        out.append("\nat createRuntime/prestart these cannot be set (use precreate, the runtime "
+                   "shim or CDI): " + ", ".join(p["live_stages_cannot_set"]))
     if p["kept_from_config"]:
         out.append("\nkept as the config had it")
         out += [f"  {k}" for k in p["kept_from_config"]]

@@ -125,9 +125,12 @@ def test_plan_and_info_match_their_schemas(sim_root):
     assert not errors, errors[0]
 
 
-def test_packaged_hooks_d_file_has_env_and_timeout():
-    with open(os.path.join(REPO, "packaging/hooks.d/50-nvbind-precreate.json")) as f:
+@pytest.mark.parametrize("name, stage", [("50-nvbind-precreate.json", "precreate"),
+                                         ("50-nvbind-oci.json", "createRuntime")])
+def test_packaged_hooks_d_files_have_env_and_timeout(name, stage):
+    with open(os.path.join(REPO, "packaging/hooks.d", name)) as f:
         h = json.load(f)
-    assert h["version"] == "1.0.0" and h["stages"] == ["precreate"]
+    assert h["version"] == "1.0.0" and h["stages"] == [stage]
     assert h["hook"]["env"] and all("=" in e for e in h["hook"]["env"])
-    assert h["hook"]["timeout"] > 0 and h["hook"]["args"][1:] == ["hook", "precreate"]
+    assert h["hook"]["timeout"] > 0 and h["hook"]["args"][1:] == ["hook", stage]
+    assert h["when"] == {"always": True}
