@@ -14,6 +14,8 @@ verbs:
                                  stdin: OCI state; soname links + ld cache in the container
   hook createRuntime|prestart    stdin: OCI state; inject into the live container
   hook poststop                  stdin: OCI state; release what the container held
+  runtime [RUNTIME ARGS...]      OCI runtime shim (docker, containerd): edits the bundle on
+                                 create/run, then runs the real runtime (NVBIND_RUNTIME, runc)
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json]                  host inventory
   --version
@@ -171,6 +173,37 @@ def cmd_poststop(args: Args, rest: list[str]) -> int:
     return 0
 
 
+def cmd_runtime(args: Args, rest: list[str]) -> int:
+    """OCI runtime shim: edit the bundle on create/run, then exec the real runtime."""
+    from nvbind.apply import shim
+    verb, i = shim.split(rest)
+    real = shim.real_runtime()
+    if verb in ("create", "run"):
+        bundle = os.path.abspath(shim.bundle_of(rest[i + 1:]))
+        t0 = _now()
+        entry: dict = {"stage": f"runtime {verb}", "root": args.root, "bundle": bundle,
+                       "id": rest[-1] if len(rest) > i + 1 else None}
+        try:
+            shim.edit_bundle(bundle, lambda cfg: _pipeline(args.root, cfg, args.log), entry)
+            entry["outcome"] = "ok"
+        except NvbindError as e:
+            entry.update(outcome="error", error=" ".join(str(e).split()))
+            raise
+        finally:
+            entry["duration_ms"] = round((_now() - t0) * 1000, 2)
+            from nvbind import log
+            log.record(args.log, entry)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(real, [real, *rest])
+    return 1  # not reached
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()
+
+
 def cmd_plan(args: Args, rest: list[str]) -> int:
     import json
     from nvbind import oci
@@ -278,6 +311,8 @@ def run(argv: list[str]) -> int:
         return _logged(args, rest[0], fn, rest[1:])
     if verb == "plan":
         return cmd_plan(args, rest)
+    if verb == "runtime":
+        return cmd_runtime(args, rest)
     if verb == "info":
         return cmd_info(args, rest)
     raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
@@ -285,6 +320,10 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        if argv is None and os.path.basename(sys.argv[0]) == "nvbind-runtime":
+            # called by docker/containerd under the runtime's name: every argument is the
+            # runtime's; nvbind's own settings come from NVBIND_ROOT / NVBIND_LOG
+            return cmd_runtime(Args([]), sys.argv[1:])
         return run(sys.argv[1:] if argv is None else argv)
     except NvbindError as e:
         msg = " ".join(str(e).split())
