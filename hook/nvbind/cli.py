@@ -16,6 +16,9 @@ verbs:
   hook poststop                  stdin: OCI state; release what the container held
   runtime [RUNTIME ARGS...]      OCI runtime shim (docker, containerd): edits the bundle on
                                  create/run, then runs the real runtime (NVBIND_RUNTIME, runc)
+  cdi generate [--output F] [--format json|yaml] [--capabilities LIST]
+  cdi list [--spec-dir D]...     CDI devices in /etc/cdi and /var/run/cdi
+  cdi validate F                 official CDI schema + the rules it misses
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json]                  host inventory
   --version
@@ -204,6 +207,81 @@ def _now() -> float:
     return time.monotonic()
 
 
+def cmd_cdi(args: Args, rest: list[str]) -> int:
+    import json
+    from nvbind.apply import cdi
+    if not rest:
+        raise InputError("cdi needs a verb: generate, list, validate")
+    verb, rest = rest[0], rest[1:]
+    if verb == "generate":
+        output, fmt, caps = None, None, "utility,compute"
+        it = iter(rest)
+        for a in it:
+            if a == "--output":
+                output = _next(it, a)
+            elif a == "--format":
+                fmt = _next(it, a)
+            elif a == "--capabilities":
+                caps = _next(it, a)
+            else:
+                raise InputError(f"cdi generate: unknown argument {a!r}")
+        fmt = fmt or ("yaml" if output and output.endswith((".yaml", ".yml")) else "json")
+        if fmt not in ("json", "yaml"):
+            raise InputError(f"--format must be json or yaml, not {fmt!r}")
+        from nvbind import request
+        from nvbind.host import inventory
+        capabilities = request.parse_capabilities(caps, "--capabilities", False)
+        inv = inventory.build(args.root, capabilities=capabilities)
+        if inv.driver_version is None:
+            raise NvbindError("no NVIDIA driver found: nothing to describe")
+        spec = cdi.generate(inv, capabilities, self_command(args.root, args.log))
+        text = (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
+        if output:
+            from nvbind.apply.shim import write_atomically
+            write_atomically(os.path.abspath(output), text)
+            os.chmod(output, 0o644)
+            print(f"wrote {output}: {len(spec['devices'])} devices, cdiVersion {spec['cdiVersion']}",
+                  file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if verb == "validate":
+        if len(rest) != 1:
+            raise InputError("cdi validate takes one file")
+        errors = cdi.validate(cdi.load(rest[0]))
+        for e in errors:
+            print(f"{rest[0]}: {e}")
+        if errors:
+            raise InputError(f"{rest[0]}: {len(errors)} problem(s), see above")
+        print(f"{rest[0]}: valid")
+        return 0
+    if verb == "list":
+        dirs = ["/etc/cdi", "/var/run/cdi"]
+        it = iter(rest)
+        for a in it:
+            if a == "--spec-dir":
+                dirs = [_next(it, a)] if dirs == ["/etc/cdi", "/var/run/cdi"] else dirs + [_next(it, a)]
+            else:
+                raise InputError(f"cdi list: unknown argument {a!r}")
+        for d in dirs:
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            for n in names:
+                if not n.endswith((".json", ".yaml", ".yml")):
+                    continue
+                try:
+                    spec = cdi.load(os.path.join(d, n))
+                except InputError as e:
+                    print(f"nvbind: warning: {e}", file=sys.stderr)
+                    continue
+                for dev in spec.get("devices") or []:
+                    print(f"{spec.get('kind')}={dev.get('name')}")
+        return 0
+    raise InputError(f"unknown cdi verb {verb!r}: generate, list, validate")
+
+
 def cmd_plan(args: Args, rest: list[str]) -> int:
     import json
     from nvbind import oci
@@ -313,6 +391,8 @@ def run(argv: list[str]) -> int:
         return cmd_plan(args, rest)
     if verb == "runtime":
         return cmd_runtime(args, rest)
+    if verb == "cdi":
+        return cmd_cdi(args, rest)
     if verb == "info":
         return cmd_info(args, rest)
     raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
