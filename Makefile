@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace
 SIM ?= .sim
 
 .PHONY: setup apt venv demo test unit e2e bench clean
@@ -30,7 +30,7 @@ venv: $(VENV)/.stamp
 demo: setup
 	$(PY) tools/demo.py --state $(SIM)
 
-test: setup
+test: setup dist
 	$(PY) -m pytest -q tests
 
 unit: venv
@@ -44,3 +44,7 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(SIM) build dist
+
+# The frozen executable: dist/nvbind (one file, carries the one-dir tree) and dist/nvbind-dir.
+dist: venv
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build packaging/nvbind.spec

@@ -27,7 +27,7 @@ def nvbind_cmd() -> list[str]:
 
 def run_nvbind(args, stdin: str | bytes = b"", env=None, timeout=60):
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": "off"}
     e.update(env or {})
     return subprocess.run(nvbind_cmd() + list(args), input=data, capture_output=True,
                           env=e, timeout=timeout)

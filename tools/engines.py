@@ -74,17 +74,18 @@ class Podman:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def prepare(state: str, gpus: int = 2) -> tuple[str, Podman]:
+def prepare(state: str, gpus: int = 2, exe: str | None = None,
+            root: str | None = None, rootfs: str | None = None) -> tuple[str, Podman]:
     """Simulated host + image + hooks dir under `state`; returns (host root, podman)."""
     state = os.path.abspath(state)
-    root = f"{state}/host"
+    root = root or f"{state}/host"
     if not os.path.exists(f"{root}/proc/driver/nvidia/version"):
         simhost.build(root, gpus=gpus, mig=True, version="550.54.14", stale=True)
-    hooks = write_hooks_dir(f"{state}/hooks.d", nvbind_exe(), root, f"{state}/nvbind.log")
+    hooks = write_hooks_dir(f"{state}/hooks.d", exe or nvbind_exe(), root, f"{state}/nvbind.log")
     pm = Podman(state, os.path.dirname(hooks))
     pm.log = f"{state}/nvbind.log"
     if not pm.has_image():
-        pm.import_rootfs(testimage.build(f"{state}/image-rootfs"))
+        pm.import_rootfs(rootfs or testimage.build(f"{state}/image-rootfs"))
     return root, pm
 
 
@@ -122,8 +123,10 @@ def make_bundle(bundle: str, rootfs_src: str, args: list[str], env: list[str] = 
     return bundle
 
 
-def nvbind_hook(stage: str, root: str, log: str, extra_env: list[str] = ()) -> dict:
-    return {"path": nvbind_exe(), "args": ["nvbind", "--root", root, "--log", log, "hook", stage],
+def nvbind_hook(stage: str, root: str, log: str, extra_env: list[str] = (),
+                exe: str | None = None) -> dict:
+    return {"path": exe or nvbind_exe(),
+            "args": ["nvbind", "--root", root, "--log", log, "hook", stage],
             "env": [HOOK_PATH, *extra_env], "timeout": 30}
 
 

@@ -16,22 +16,30 @@ verbs:
   hook poststop                  stdin: OCI state; release what the container held
   runtime [RUNTIME ARGS...]      OCI runtime shim (docker, containerd): edits the bundle on
                                  create/run, then runs the real runtime (NVBIND_RUNTIME, runc)
-  cdi generate [--output F] [--format json|yaml] [--capabilities LIST]
+  cdi generate [--output F] [--format json|yaml] [--capabilities LIST] [--watch SECONDS]
   cdi list [--spec-dir D]...     CDI devices in /etc/cdi and /var/run/cdi
   cdi validate F                 official CDI schema + the rules it misses
+  install --engine podman|crio|docker|containerd [--dest DIR]
+  uninstall [--dest DIR]         remove exactly what install wrote, restore backups
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json]                  host inventory
   --version
 global options:
   --root DIR                     treat DIR as the host's / for discovery (env NVBIND_ROOT)
-  --log FILE                     append one JSON line per hook run to FILE (env NVBIND_LOG)
+  --log FILE                     append one JSON line per hook run to FILE (env NVBIND_LOG;
+                                 default /var/log/nvbind.log; "off" for none)
 """
+
+
+DEFAULT_LOG = "/var/log/nvbind.log"
 
 
 class Args:
     def __init__(self, argv: list[str]):
         self.root = os.environ.get("NVBIND_ROOT") or "/"
-        self.log = os.environ.get("NVBIND_LOG") or None
+        self.log = os.environ.get("NVBIND_LOG", DEFAULT_LOG)
+        if self.log in ("", "off", "-"):
+            self.log = None
         self.result: dict = {}
         self.rest: list[str] = []
         it = iter(argv)
@@ -42,6 +50,8 @@ class Args:
                 self.root = a.split("=", 1)[1]
             elif a == "--log":
                 self.log = _next(it, a)
+                if self.log in ("", "off", "-"):
+                    self.log = None
             elif a in ("-h", "--help"):
                 self.rest = ["help"]
                 return
@@ -76,7 +86,8 @@ def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
     return cmd
 
 
-def _pipeline(root: str, cfg: dict, log: str | None = None, with_hook: bool = True):
+def _pipeline(root: str, cfg: dict, log: str | None = None, with_hook: bool = True,
+              result: dict | None = None):
     """(request, inventory, edits) for a config; edits is None when nothing was asked.
 
     A container that asks for nothing costs one env scan: nothing else is imported."""
@@ -88,6 +99,8 @@ def _pipeline(root: str, cfg: dict, log: str | None = None, with_hook: bool = Tr
     from nvbind.host import inventory
     prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
                         or oci.env_map(cfg).get("NVBIND_PROFILE"))
+    if result is not None:
+        result["profile"] = prof.name
     inv = inventory.build(root, capabilities=prof.capabilities or req.capabilities)
     return req, inv, edits.compute(inv, req, prof,
                                   self_command(root, log) if with_hook else None)
@@ -101,7 +114,7 @@ def cmd_precreate(args: Args, rest: list[str]) -> int:
     cfg = oci.parse_config(text, "config.json on stdin")
     if isinstance(cfg.get("hostname"), str):
         args.result["hostname"] = cfg["hostname"]
-    _req, _inv, ed = _pipeline(args.root, cfg, args.log)
+    _req, _inv, ed = _pipeline(args.root, cfg, args.log, result=args.result)
     if ed is None or ed.empty:
         sys.stdout.write(text)
         return 0
@@ -149,7 +162,7 @@ def cmd_live(args: Args, rest: list[str]) -> int:
     if "NVBIND_GPUS" in oci.env_map(cfg):
         args.result["note"] = "already injected at precreate"
         return 0
-    _req, _inv, ed = _pipeline(args.root, cfg, args.log, with_hook=False)
+    _req, _inv, ed = _pipeline(args.root, cfg, args.log, with_hook=False, result=args.result)
     if ed is None or ed.empty:
         return 0
     args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
@@ -187,7 +200,8 @@ def cmd_runtime(args: Args, rest: list[str]) -> int:
         entry: dict = {"stage": f"runtime {verb}", "root": args.root, "bundle": bundle,
                        "id": rest[-1] if len(rest) > i + 1 else None}
         try:
-            shim.edit_bundle(bundle, lambda cfg: _pipeline(args.root, cfg, args.log), entry)
+            shim.edit_bundle(bundle, lambda cfg: _pipeline(args.root, cfg, args.log, result=entry),
+                             entry)
             entry["outcome"] = "ok"
         except NvbindError as e:
             entry.update(outcome="error", error=" ".join(str(e).split()))
@@ -207,6 +221,17 @@ def _now() -> float:
     return time.monotonic()
 
 
+def _cdi_text(args: Args, capabilities, fmt: str) -> str:
+    import json
+    from nvbind.apply import cdi
+    from nvbind.host import inventory
+    inv = inventory.build(args.root, capabilities=capabilities)
+    if inv.driver_version is None:
+        raise NvbindError("no NVIDIA driver found: nothing to describe")
+    spec = cdi.generate(inv, capabilities, self_command(args.root, args.log))
+    return (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
+
+
 def cmd_cdi(args: Args, rest: list[str]) -> int:
     import json
     from nvbind.apply import cdi
@@ -214,10 +239,15 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
         raise InputError("cdi needs a verb: generate, list, validate")
     verb, rest = rest[0], rest[1:]
     if verb == "generate":
-        output, fmt, caps = None, None, "utility,compute"
+        output, fmt, caps, watch = None, None, "utility,compute", None
         it = iter(rest)
         for a in it:
-            if a == "--output":
+            if a == "--watch":
+                try:
+                    watch = float(_next(it, a))
+                except ValueError:
+                    raise InputError("--watch wants seconds") from None
+            elif a == "--output":
                 output = _next(it, a)
             elif a == "--format":
                 fmt = _next(it, a)
@@ -229,22 +259,30 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
         if fmt not in ("json", "yaml"):
             raise InputError(f"--format must be json or yaml, not {fmt!r}")
         from nvbind import request
-        from nvbind.host import inventory
         capabilities = request.parse_capabilities(caps, "--capabilities", False)
-        inv = inventory.build(args.root, capabilities=capabilities)
-        if inv.driver_version is None:
-            raise NvbindError("no NVIDIA driver found: nothing to describe")
-        spec = cdi.generate(inv, capabilities, self_command(args.root, args.log))
-        text = (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
-        if output:
-            from nvbind.apply.shim import write_atomically
-            write_atomically(os.path.abspath(output), text)
-            os.chmod(output, 0o644)
-            print(f"wrote {output}: {len(spec['devices'])} devices, cdiVersion {spec['cdiVersion']}",
-                  file=sys.stderr)
-        else:
-            sys.stdout.write(text)
-        return 0
+        if watch is not None and not output:
+            raise InputError("--watch needs --output")
+        last = None
+        while True:
+            try:
+                text = _cdi_text(args, capabilities, fmt)
+            except NvbindError:
+                if watch is None:
+                    raise
+                text = None     # no driver right now: keep the last spec, look again later
+            if text is not None and text != last:
+                if output:
+                    from nvbind.apply.shim import write_atomically
+                    write_atomically(os.path.abspath(output), text)
+                    os.chmod(output, 0o644)
+                    print(f"wrote {output}", file=sys.stderr)
+                else:
+                    sys.stdout.write(text)
+                last = text
+            if watch is None:
+                return 0
+            import time
+            time.sleep(watch)    # regenerate: a driver update changes version, files, nodes
     if verb == "validate":
         if len(rest) != 1:
             raise InputError("cdi validate takes one file")
@@ -280,6 +318,20 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
                     print(f"{spec.get('kind')}={dev.get('name')}")
         return 0
     raise InputError(f"unknown cdi verb {verb!r}: generate, list, validate")
+
+
+def cmd_install(args: Args, rest: list[str], remove: bool = False) -> int:
+    from nvbind import install
+    dest, engines = "/", []
+    it = iter(rest)
+    for a in it:
+        if a == "--dest":
+            dest = _next(it, a)
+        elif a == "--engine" and not remove:
+            engines += [e for e in _next(it, a).split(",") if e]
+        else:
+            raise InputError(f"{'un' if remove else ''}install: unknown argument {a!r}")
+    return install.main(dest, engines, remove)
 
 
 def cmd_plan(args: Args, rest: list[str]) -> int:
@@ -393,6 +445,8 @@ def run(argv: list[str]) -> int:
         return cmd_runtime(args, rest)
     if verb == "cdi":
         return cmd_cdi(args, rest)
+    if verb in ("install", "uninstall"):
+        return cmd_install(args, rest, remove=verb == "uninstall")
     if verb == "info":
         return cmd_info(args, rest)
     raise InputError(f"unknown verb '{verb}' (see nvbind --help)")

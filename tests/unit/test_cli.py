@@ -134,3 +134,23 @@ def test_packaged_hooks_d_files_have_env_and_timeout(name, stage):
     assert h["hook"]["env"] and all("=" in e for e in h["hook"]["env"])
     assert h["hook"]["timeout"] > 0 and h["hook"]["args"][1:] == ["hook", stage]
     assert h["when"] == {"always": True}
+
+
+def test_log_line_fields(sim_root, tmp_path):
+    log = tmp_path / "nvbind.log"
+    cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+    r = run_nvbind(["--root", sim_root, "hook", "precreate"], cfg, env={"NVBIND_LOG": str(log)})
+    assert r.returncode == 0
+    run_nvbind(["--root", sim_root, "hook", "precreate"], "{", env={"NVBIND_LOG": str(log)})
+    ok, bad = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"time", "stage", "devices", "gpus", "profile", "duration_ms", "outcome"} <= set(ok)
+    assert ok["outcome"] == "ok" and ok["profile"] == "default" and "/dev/nvidia1" in ok["devices"]
+    assert bad["outcome"] == "error" and "not valid JSON" in bad["error"]
+
+
+def test_unwritable_log_does_not_change_the_decision(sim_root, tmp_path):
+    cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+    r = run_nvbind(["--root", sim_root, "hook", "precreate"], cfg,
+                   env={"NVBIND_LOG": str(tmp_path / "no-such-dir" / "log")})
+    assert r.returncode == 0 and json.loads(r.stdout)["linux"]["devices"]
+    assert b"cannot write log" in r.stderr

@@ -1,0 +1,86 @@
+"""The frozen executable (make dist): one file that needs no Python on the host.
+
+dist/nvbind is the file users copy; `nvbind install` unpacks its one-dir tree once, and
+that tree is what the engines run. Both are driven through real engines here.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO, base_config
+
+ONEFILE = os.path.join(REPO, "dist", "nvbind")
+
+
+@pytest.fixture(scope="session")
+def onefile():
+    if not os.path.exists(ONEFILE):
+        pytest.skip("dist/nvbind not built (make test builds it with `make dist`)")
+    return ONEFILE
+
+
+@pytest.fixture(scope="session")
+def installed(onefile, tmp_path_factory):
+    """`dist/nvbind install` into a prefix; returns the unpacked one-dir executable."""
+    dest = tmp_path_factory.mktemp("prefix")
+    r = subprocess.run([onefile, "install", "--engine", "podman", "--dest", str(dest)],
+                       capture_output=True, text=True, env={})
+    assert r.returncode == 0, r.stderr
+    exe = os.readlink(dest / "usr/local/bin/nvbind")
+    assert exe.startswith("/usr/local/lib/nvbind/nvbind-")
+    return str(dest) + exe
+
+
+def test_runs_with_empty_environment_from_empty_dir(onefile, installed, sim_root, tmp_path):
+    for exe in (onefile, installed):
+        r = subprocess.run(["env", "-i", exe, "--version"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith("nvbind "), r.stderr
+        cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+        r = subprocess.run([exe, "--root", sim_root, "hook", "precreate"], input=cfg,
+                           capture_output=True, text=True, env={}, cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert "/dev/nvidia1" in [d["path"] for d in out["linux"]["devices"]]
+        assert out["hooks"]["createContainer"][0]["path"] == exe
+
+
+def test_loads_nothing_from_the_host_python(installed, sim_root):
+    """PYTHONPATH/PYTHONHOME and friends must not reach the frozen interpreter."""
+    env = {"PYTHONPATH": "/nonexistent-evil", "PYTHONHOME": "/nonexistent-evil",
+           "PYTHONSTARTUP": "/nonexistent-evil/x.py", "PYTHONINSPECT": "1"}
+    r = subprocess.run(["strace", "-f", "-e", "trace=openat,execve", "-o", "/dev/stdout", installed,
+                        "--root", sim_root, "info", "--json"], capture_output=True, text=True, env=env)
+    if r.returncode == 127 or "strace" in r.stderr and "not found" in r.stderr:
+        pytest.skip("strace not installed")
+    opened = [line for line in r.stdout.splitlines() if "openat(" in line and "ENOENT" not in line]
+    assert not [o for o in opened if "/usr/lib/python3" in o or "site-packages" in o
+                or "nonexistent-evil" in o], opened[:5]
+
+
+def test_podman_precreate_frozen(installed, live_env, tmp_path_factory):
+    import engines
+    root, image = live_env
+    _, pm = engines.prepare(str(tmp_path_factory.mktemp("podman-frozen")), exe=installed,
+                            root=root, rootfs=image)
+    try:
+        r = pm.run(["gpucheck", "/dev/nvidia1", "/dev/nvidia0"], env={"NVIDIA_VISIBLE_DEVICES": "1"})
+        assert r.returncode == 0, r.stderr
+        assert "open /dev/nvidia1: ENXIO" in r.stdout and "open /dev/nvidia0: ENOENT" in r.stdout
+        assert "dlopen libcuda.so.1: OK" in r.stdout
+    finally:
+        subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)
+
+
+def test_runc_create_runtime_frozen(installed, live_env, tmp_path):
+    import engines
+    root, image = live_env
+    log = str(tmp_path / "log")
+    bundle = engines.make_bundle(str(tmp_path / "b"), image, ["gpucheck", "/dev/nvidia1"],
+                                 ["NVIDIA_VISIBLE_DEVICES=1"],
+                                 {"createRuntime": [engines.nvbind_hook("createRuntime", root, log,
+                                                                        exe=installed)]})
+    r = engines.run_bundle(bundle, "frozen-live")
+    assert r.returncode == 0, r.stderr
+    assert "open /dev/nvidia1: ENXIO" in r.stdout and "dlopen libcuda.so.1: OK" in r.stdout
