@@ -57,6 +57,8 @@ def main() -> int:
             os.path.join(tmp, "live"), image, ["true"], ["NVIDIA_VISIBLE_DEVICES=1"],
             {"createRuntime": [engines.nvbind_hook("createRuntime", root, os.devnull)]})
         runs = iter(range(10 ** 6))
+        onefile = os.path.join(REPO, "dist", "nvbind")
+        onedir = os.path.join(REPO, "dist", "nvbind-dir", "nvbind")
 
         def runc(bundle):
             return ["sh", "-c", f"cd {bundle} && runc run -d nvb-bench-{next(runs)} >/dev/null "
@@ -70,6 +72,19 @@ def main() -> int:
              config(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"]),
              "floor: python -c pass", None),
             ("runc run (create, start, delete), no hook", lambda: runc(plain), b"", None, None),
+        ]
+        if os.path.exists(onefile) and os.path.exists(onedir):
+            gpu = config(["NVIDIA_VISIBLE_DEVICES=1"])
+            cases += [
+                ("frozen one-dir --version", [onedir, "--version"], b"", None, None),
+                ("frozen one-dir precreate, no request", [onedir, "--root", root, "hook", "precreate"],
+                 config(), "frozen one-dir --version", None),
+                ("frozen one-dir precreate, GPU 1", [onedir, "--root", root, "hook", "precreate"],
+                 gpu, "frozen one-dir --version", None),
+                ("frozen one-file precreate, GPU 1", [onefile, "--root", root, "hook", "precreate"],
+                 gpu, "frozen one-dir --version", None),
+            ]
+        cases += [
             ("runc run + createRuntime hook, GPU 1, all libs", lambda: runc(live), b"",
              "runc run (create, start, delete), no hook", None),
         ]
