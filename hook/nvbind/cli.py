@@ -28,38 +28,54 @@ global options:
   --root DIR                     treat DIR as the host's / for discovery (env NVBIND_ROOT)
   --log FILE                     append one JSON line per hook run to FILE (env NVBIND_LOG;
                                  default /var/log/nvbind.log; "off" for none)
+  --config FILE                  configuration (env NVBIND_CONFIG; default /etc/nvbind/config.toml)
 """
 
 
-DEFAULT_LOG = "/var/log/nvbind.log"
-
-
 class Args:
+    """Global options. Each setting: command line, then environment, then config file."""
+
     def __init__(self, argv: list[str]):
-        self.root = os.environ.get("NVBIND_ROOT") or "/"
-        self.log = os.environ.get("NVBIND_LOG", DEFAULT_LOG)
-        if self.log in ("", "off", "-"):
-            self.log = None
+        self.root_opt = os.environ.get("NVBIND_ROOT") or None
+        self.log_opt = os.environ.get("NVBIND_LOG")
+        self.config_path = None
         self.result: dict = {}
+        self._settings = None
         self.rest: list[str] = []
         it = iter(argv)
         for a in it:
             if a == "--root":
-                self.root = _next(it, a)
+                self.root_opt = _next(it, a)
             elif a.startswith("--root="):
-                self.root = a.split("=", 1)[1]
+                self.root_opt = a.split("=", 1)[1]
             elif a == "--log":
-                self.log = _next(it, a)
-                if self.log in ("", "off", "-"):
-                    self.log = None
+                self.log_opt = _next(it, a)
+            elif a == "--config":
+                self.config_path = _next(it, a)
             elif a in ("-h", "--help"):
                 self.rest = ["help"]
                 return
             else:
                 self.rest = [a, *it]
                 break
-        if not self.root:
+        if self.root_opt == "":
             raise InputError("--root needs a directory")
+
+    @property
+    def settings(self) -> dict:
+        if self._settings is None:
+            from nvbind import config
+            self._settings = config.load(self.config_path)
+        return self._settings
+
+    @property
+    def root(self) -> str:
+        return self.root_opt or self.settings["root"]
+
+    @property
+    def log(self) -> str | None:
+        log = self.log_opt if self.log_opt is not None else self.settings["log_file"]
+        return None if log in ("", "off", "-") else log
 
 
 def _next(it, opt):
@@ -69,7 +85,7 @@ def _next(it, opt):
         raise InputError(f"{opt} needs a value") from None
 
 
-def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
+def self_command(root: str, log: str | None = None, config: str | None = None) -> tuple[str, ...]:
     """How a hook entry calls this same nvbind: (path, argv0, global args...)."""
     if getattr(sys, "frozen", False):
         cmd = (sys.executable, "nvbind")
@@ -83,27 +99,52 @@ def self_command(root: str, log: str | None = None) -> tuple[str, ...]:
         cmd += ("--root", os.path.abspath(root))
     if log:
         cmd += ("--log", os.path.abspath(log))
+    else:
+        cmd += ("--log", "off")
+    if config:
+        cmd += ("--config", os.path.abspath(config))
     return cmd
 
 
-def _pipeline(root: str, cfg: dict, log: str | None = None, with_hook: bool = True,
-              result: dict | None = None):
+def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None = None):
     """(request, inventory, edits) for a config; edits is None when nothing was asked.
 
     A container that asks for nothing costs one env scan: nothing else is imported."""
     from nvbind import oci, request
-    req = request.from_config(oci.env_map(cfg), cfg.get("annotations") or {})
+    settings = args.settings
+    env, ann = oci.env_map(cfg), cfg.get("annotations") or {}
+    req = request.from_config(env, ann, cfg, settings["sources"])
     if req.empty:
         return req, None, None
     from nvbind import edits, profiles
     from nvbind.host import inventory
-    prof = profiles.get((cfg.get("annotations") or {}).get(request.ANN_PROFILE)
-                        or oci.env_map(cfg).get("NVBIND_PROFILE"))
+    offered = set(settings["capabilities"])
+    refused = [c for c in req.capabilities if c not in offered]
+    if refused:
+        raise InputError(f"capability {', '.join(refused)} is not offered on this host "
+                         f"(configuration allows {', '.join(sorted(offered))})")
+    name = (ann.get(request.ANN_PROFILE) if settings["sources"]["annotations"] else None) \
+        or env.get("NVBIND_PROFILE")
+    prof = profiles.resolve(name, settings)
     if result is not None:
         result["profile"] = prof.name
-    inv = inventory.build(root, capabilities=prof.capabilities or req.capabilities)
-    return req, inv, edits.compute(inv, req, prof,
-                                  self_command(root, log) if with_hook else None)
+    inv = inventory.build(args.root, capabilities=prof.capabilities or req.capabilities,
+                          mps_pipe_dir=settings["mps_pipe_dir"], mps_log_dir=settings["mps_log_dir"],
+                          extra_devices=prof.devices)
+    hook = self_command(args.root, args.log, args.config_path or os.environ.get("NVBIND_CONFIG")) \
+        if with_hook else None
+    return req, inv, edits.compute(inv, req, prof, hook)
+
+
+def _take_leases(args: Args, ed, bundle: str, cid: str | None, hostname: str | None) -> None:
+    if not ed.leases:
+        return
+    from nvbind import leases
+    notes = leases.acquire(args.settings["lease_dir"], ed.leases,
+                           {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
+    args.result["leases"] = ed.leases
+    for n in notes:
+        print(f"nvbind: {n}", file=sys.stderr)
 
 
 def cmd_precreate(args: Args, rest: list[str]) -> int:
@@ -114,11 +155,13 @@ def cmd_precreate(args: Args, rest: list[str]) -> int:
     cfg = oci.parse_config(text, "config.json on stdin")
     if isinstance(cfg.get("hostname"), str):
         args.result["hostname"] = cfg["hostname"]
-    _req, _inv, ed = _pipeline(args.root, cfg, args.log, result=args.result)
+    _req, _inv, ed = _pipeline(args, cfg, result=args.result)
     if ed is None or ed.empty:
         sys.stdout.write(text)
         return 0
     args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
+    # podman runs precreate in the bundle directory, and poststop's state names it
+    _take_leases(args, ed, os.getcwd(), None, cfg.get("hostname"))
     from nvbind.apply import spec
     for note in spec.apply(cfg, ed):
         print(f"nvbind: {note}", file=sys.stderr)
@@ -130,11 +173,13 @@ def cmd_precreate(args: Args, rest: list[str]) -> int:
 def cmd_create_container(args: Args, rest: list[str]) -> int:
     from nvbind import oci
     from nvbind.apply import ldcache
-    folders, links = [], []
+    folders, links, driver = [], [], None
     it = iter(rest)
     for a in it:
         if a == "--folder":
             folders.append(_next(it, a))
+        elif a == "--driver-version":
+            driver = _next(it, a)
         elif a == "--link":
             target, sep, link = _next(it, a).partition("::")
             if not sep or not target or not link.startswith("/"):
@@ -147,7 +192,11 @@ def cmd_create_container(args: Args, rest: list[str]) -> int:
     _cfg, rootfs = oci.load_bundle(state["bundle"])
     ldcache.make_links(rootfs, links)
     if folders:
-        ldcache.update(rootfs, folders)
+        from nvbind.apply import compat
+        folders = compat.prepare(rootfs, driver, folders)
+        if folders[0] == compat.COMPAT_DIR:
+            args.result["cuda_compat"] = compat.COMPAT_DIR
+        ldcache.update(rootfs, folders, args.settings.get("ldconfig") or None)
     return 0
 
 
@@ -162,10 +211,11 @@ def cmd_live(args: Args, rest: list[str]) -> int:
     if "NVBIND_GPUS" in oci.env_map(cfg):
         args.result["note"] = "already injected at precreate"
         return 0
-    _req, _inv, ed = _pipeline(args.root, cfg, args.log, with_hook=False, result=args.result)
+    _req, inv, ed = _pipeline(args, cfg, with_hook=False, result=args.result)
     if ed is None or ed.empty:
         return 0
     args.result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
+    _take_leases(args, ed, state["bundle"], state["id"], cfg.get("hostname"))
     not_applied = [e.name for e in ed.env]
     if not_applied:
         args.result["env_not_applied"] = not_applied
@@ -173,19 +223,31 @@ def cmd_live(args: Args, rest: list[str]) -> int:
               "environment is fixed); use precreate, the runtime shim or CDI for them",
               file=sys.stderr)
     from nvbind.apply import live
-    args.result["done"] = live.apply(state, rootfs, ed)
+    args.result["done"] = live.apply(state, rootfs, ed,
+                                     inv.driver_version if "compute" in _caps(ed) else None,
+                                     args.settings.get("ldconfig") or None)
     return 0
 
 
+def _caps(ed) -> set:
+    return set(next((e.value for e in ed.env if e.name == "NVBIND_CAPABILITIES"), "").split(","))
+
+
 def cmd_poststop(args: Args, rest: list[str]) -> int:
-    """Release what the container held. nvbind holds nothing per container yet (no leases),
-    so this only checks its input; it is safe twice and for containers it never touched."""
-    from nvbind import oci
+    """Release what the container held (exclusive GPU leases). Safe to call twice, for a
+    container nvbind never touched, or with a state it cannot read (poststop failures are
+    only warnings for the engine anyway)."""
+    from nvbind import leases, oci
     data = oci.read_stdin(sys.stdin.buffer)
     try:
-        args.result["id"] = oci.parse_state(data)["id"]
+        state = oci.parse_state(data)
     except InputError as e:
         args.result["note"] = f"unreadable state ignored: {e}"
+        return 0
+    args.result["id"] = state["id"]
+    released = leases.release(args.settings["lease_dir"], os.path.abspath(state["bundle"]))
+    if released:
+        args.result["released"] = released
     return 0
 
 
@@ -200,8 +262,9 @@ def cmd_runtime(args: Args, rest: list[str]) -> int:
         entry: dict = {"stage": f"runtime {verb}", "root": args.root, "bundle": bundle,
                        "id": rest[-1] if len(rest) > i + 1 else None}
         try:
-            shim.edit_bundle(bundle, lambda cfg: _pipeline(args.root, cfg, args.log, result=entry),
-                             entry)
+            ed = shim.edit_bundle(bundle, lambda cfg: _pipeline(args, cfg, result=entry), entry)
+            if ed is not None:
+                _take_leases(args, ed, bundle, entry["id"], None)
             entry["outcome"] = "ok"
         except NvbindError as e:
             entry.update(outcome="error", error=" ".join(str(e).split()))
@@ -228,7 +291,7 @@ def _cdi_text(args: Args, capabilities, fmt: str) -> str:
     inv = inventory.build(args.root, capabilities=capabilities)
     if inv.driver_version is None:
         raise NvbindError("no NVIDIA driver found: nothing to describe")
-    spec = cdi.generate(inv, capabilities, self_command(args.root, args.log))
+    spec = cdi.generate(inv, capabilities, self_command(args.root, args.log, args.config_path))
     return (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
 
 
@@ -349,7 +412,7 @@ def cmd_plan(args: Args, rest: list[str]) -> int:
     if not bundle:
         raise InputError("plan needs --bundle DIR")
     cfg, rootfs = oci.load_bundle(os.path.abspath(bundle))
-    req, inv, ed = _pipeline(args.root, cfg)
+    req, inv, ed = _pipeline(args, cfg)
     from nvbind import edits
     from nvbind.apply import spec
     if ed is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from nvbind.errors import InputError
+from nvbind.errors import InputError, NvbindError
 from nvbind.host.model import Gpu, Inventory, Mig
 from nvbind.host.procfs import normalize_bus_id
 from nvbind.profiles import Profile
@@ -75,8 +75,8 @@ class HookEdit(Record):
 
 class ContainerEdits(Record):
     __slots__ = ("devices", "mounts", "env", "cgroup", "symlinks", "ldcache_folders", "hooks",
-                 "notes", "gpus")
-    DEFAULTS = {n: list for n in __slots__}
+                 "notes", "gpus", "leases", "isolation", "profile")
+    DEFAULTS = {**{n: list for n in __slots__}, "isolation": "shared", "profile": "default"}
     FROZEN = False
 
     @property
@@ -130,6 +130,39 @@ def _match(inv: Inventory, sel: str):
     return None
 
 
+def _isolation(inv, req, profile, ed, selected) -> dict:
+    """Leases for exclusive, MPS for virtual; returns extra env {name: (value, reason)}."""
+    iso = req.isolation or profile.isolation
+    ed.isolation = iso
+    if iso == "exclusive":
+        ed.leases = [m.uuid or f"{inv.gpus[m.gpu].uuid}:{m.index}" if isinstance(m, Mig) else m.uuid
+                     for m in selected]
+        return {}
+    if iso != "virtual":
+        return {}
+    mps = inv.mps or {}
+    pipe, logd = mps.get("pipe_dir", "/tmp/nvidia-mps"), mps.get("log_dir", "/var/log/nvidia-mps")
+    if not mps.get("running"):
+        raise NvbindError(f"isolation 'virtual' needs a running CUDA MPS control daemon: no "
+                          f"{pipe}/control on this host (start nvidia-cuda-mps-control -d)")
+    host = (lambda p: inv.root.rstrip("/") + p) if inv.root != "/" else (lambda p: p)
+    ed.mounts.append(MountEdit(host(pipe), pipe, RW_NOEXEC, "CUDA MPS pipe directory (virtual)"))
+    env = {"CUDA_MPS_PIPE_DIRECTORY": (pipe, "CUDA (MPS client: where the server is)")}
+    if mps.get("log_dir_present"):
+        ed.mounts.append(MountEdit(host(logd), logd, RO_NOEXEC, "CUDA MPS log directory (virtual)"))
+        env["CUDA_MPS_LOG_DIRECTORY"] = (logd, "CUDA (MPS client)")
+    pct = profile.mps_thread_percentage
+    if pct:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = (str(pct), "CUDA MPS (share of SMs)")
+    limit = req.memory_limit or profile.memory_limit
+    if limit:
+        mb = max(1, limit >> 20)
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = (
+            ",".join(f"{i}={mb}M" for i in range(len(selected))),
+            "CUDA MPS (device memory limit per visible device)")
+    return env
+
+
 def compute(inv: Inventory, req: Request, profile: Profile,
             hook_cmd: tuple[str, ...] | None = None) -> ContainerEdits:
     """The edits for one container. `hook_cmd` is (path, argv0, global args...) of nvbind."""
@@ -142,6 +175,13 @@ def compute(inv: Inventory, req: Request, profile: Profile,
     caps = set(profile.capabilities or req.capabilities)
     selected = select(inv, req)
     ed.notes += list(req.reasons)
+    ed.profile = profile.name
+    if req.requires:
+        from nvbind import requirements
+        parents = [inv.gpus[s.gpu] if isinstance(s, Mig) else s for s in selected]
+        requirements.check(req.requires, {"cuda": inv.cuda_version, "driver": inv.driver_version},
+                           parents)
+        ed.notes.append(f"requirements met: {' ; '.join(req.requires)}")
     nodes: dict[str, tuple] = {}
 
     def want(path, why):
@@ -162,6 +202,9 @@ def compute(inv: Inventory, req: Request, profile: Profile,
             gpu = inv.gpus[item.gpu]
             ed.gpus.append(item.uuid or f"{gpu.index}:{item.index}")
             label = f"MIG {gpu.index}:{item.index} (GI {item.gi}, CI {item.ci})"
+            # The capability files (/proc/driver/nvidia/capabilities/...) need no mount: the
+            # driver's procfs entries show in every container's own /proc, and runtimes
+            # refuse mounts under /proc anyway.
             for c in item.caps:
                 want(c, f"{label} access")
         else:
@@ -175,6 +218,14 @@ def compute(inv: Inventory, req: Request, profile: Profile,
         if caps & {"graphics", "display"}:
             for d in gpu.drm:
                 want(d, f"DRM node of {label}")
+    for what, wanted in (("config", req.mig_config), ("monitor", req.mig_monitor)):
+        if wanted:
+            if what not in inv.mig_mgmt:
+                raise InputError(f"NVIDIA_MIG_{what.upper()}_DEVICES: this host has no MIG {what} capability")
+            node_path, _proc = inv.mig_mgmt[what]
+            want(node_path, f"MIG {what} (privileged container)")
+    for path in profile.devices:
+        want(path, f"profile {profile.name}")
     for path in sorted(nodes):
         n, why = nodes[path]
         ed.devices.append(DeviceEdit(path, n.major, n.minor, n.mode, why))
@@ -182,11 +233,8 @@ def compute(inv: Inventory, req: Request, profile: Profile,
 
     folders = set()
     for f in inv.files_for(caps):
-        if f.kind == "socket":
-            opts = RW_NOEXEC if f.path == "/tmp/nvidia-mps" else RO_NOEXEC
-        else:
-            opts = RO
-        ed.mounts.append(MountEdit(f.host_path, f.path, opts, f.reason))
+        ed.mounts.append(MountEdit(f.host_path, f.path, RO_NOEXEC if f.kind == "socket" else RO,
+                                   f.reason))
         if f.kind == "library":
             d, base = os.path.split(f.path)
             folders.add(d)
@@ -195,6 +243,11 @@ def compute(inv: Inventory, req: Request, profile: Profile,
             if base.startswith("libcuda.so.") and f.soname:
                 ed.symlinks.append(SymlinkEdit(f"{d}/libcuda.so", f.soname,
                                                "development link for programs linked with -lcuda"))
+    for host_path, container_path, read_only in profile.mounts:
+        src = inv.root.rstrip("/") + host_path if inv.root != "/" else host_path
+        ed.mounts.append(MountEdit(src, container_path, RO if read_only else ("nosuid", "nodev", "bind"),
+                                   f"profile {profile.name}"))
+    env_extra = _isolation(inv, req, profile, ed, selected)
     ed.mounts.sort(key=lambda m: (m.destination, m.source))
     ed.symlinks.sort(key=lambda s: s.link)
     ed.ldcache_folders = sorted(folders)
@@ -206,10 +259,13 @@ def compute(inv: Inventory, req: Request, profile: Profile,
     }
     for name, value, reader in profile.env:
         env[name] = (value, f"profile {profile.name}: read by {reader}")
+    env.update(env_extra)
     ed.env = [EnvEdit(k, v, why) for k, (v, why) in sorted(env.items())]
 
     if hook_cmd and (ed.ldcache_folders or ed.symlinks):
         args = list(hook_cmd[1:]) + ["hook", "createContainer"]
+        if "compute" in caps:
+            args += ["--driver-version", inv.driver_version]
         for d in ed.ldcache_folders:
             args += ["--folder", d]
         for s in ed.symlinks:
@@ -217,4 +273,8 @@ def compute(inv: Inventory, req: Request, profile: Profile,
         ed.hooks.append(HookEdit("createContainer", hook_cmd[0], tuple(args), HOOK_ENV,
                                  HOOK_TIMEOUT, "create soname links and update the ld cache "
                                  "inside the container with the host's ldconfig"))
+    if hook_cmd and ed.leases:
+        ed.hooks.append(HookEdit("poststop", hook_cmd[0],
+                                 tuple(list(hook_cmd[1:]) + ["hook", "poststop"]), HOOK_ENV,
+                                 HOOK_TIMEOUT, "release the exclusive GPU lease"))
     return ed

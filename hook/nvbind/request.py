@@ -1,4 +1,4 @@
-"""What a container asks for, from its environment and annotations (NVIDIA's semantics).
+"""What a container asks for, from its environment, annotations and mounts (NVIDIA's semantics).
 
 NVIDIA_VISIBLE_DEVICES
   unset          -> no GPU, unless the image is a legacy CUDA image (CUDA_VERSION set,
@@ -9,28 +9,42 @@ NVIDIA_VISIBLE_DEVICES
   list           -> comma separated: index, GPU-UUID, MIG-UUID, gpu:mig index, PCI bus id
 NVIDIA_DRIVER_CAPABILITIES  comma separated from CAPABILITIES or "all";
                     unset or empty -> utility,compute (legacy images: all)
-Annotations nvbind.io/gpus and nvbind.io/capabilities take precedence over the env.
+NVIDIA_REQUIRE_*   constraints (see requirements.py), NVIDIA_DISABLE_REQUIRE skips them
+NVIDIA_MIG_CONFIG_DEVICES / NVIDIA_MIG_MONITOR_DEVICES   "all": MIG management nodes,
+                    privileged containers only
+Annotations nvbind.io/gpus, nvbind.io/capabilities take precedence over the env;
+nvbind.io/isolation and nvbind.io/memory-limit over the profile. Mounts whose destination
+is /var/run/nvidia-container-devices/<device> name devices too, when the configuration
+allows that source (NVIDIA's volume-mount convention).
 """
 from __future__ import annotations
 
-from nvbind.errors import InputError
 from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.errors import InputError
 from nvbind.record import Record
 
 ANN_GPUS = "nvbind.io/gpus"
 ANN_CAPS = "nvbind.io/capabilities"
 ANN_PROFILE = "nvbind.io/profile"
+ANN_ISOLATION = "nvbind.io/isolation"
+ANN_MEMORY = "nvbind.io/memory-limit"
 ENV_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 ENV_CAPS = "NVIDIA_DRIVER_CAPABILITIES"
+MOUNT_PREFIX = "/var/run/nvidia-container-devices/"
 MAX_VALUE = 4096
+CAP_SYS_ADMIN = "CAP_SYS_ADMIN"
+SOURCES = {"env": True, "env_unprivileged": True, "annotations": True, "mounts": False}
 
 
 class Request(Record):
     """wants_driver: inject anything at all; devices: "all" or selectors (empty for "none");
-    source: where the device list came from."""
+    source: where the device list came from; requires: NVIDIA_REQUIRE_* expressions."""
 
-    __slots__ = ("wants_driver", "devices", "capabilities", "source", "reasons")
-    DEFAULTS = {"reasons": ()}
+    __slots__ = ("wants_driver", "devices", "capabilities", "source", "reasons", "isolation",
+                 "memory_limit", "privileged", "requires", "mig_config", "mig_monitor")
+    DEFAULTS = {"reasons": (), "isolation": None, "memory_limit": None, "privileged": False,
+                "requires": (), "mig_config": False, "mig_monitor": False}
+
 
     @property
     def empty(self) -> bool:
@@ -59,7 +73,7 @@ def parse_capabilities(value: str | None, where: str, legacy: bool) -> tuple[str
         elif item in CAPABILITIES:
             caps.add(item)
         else:
-            raise InputError(f"unknown capability '{item}' in {where}; "
+            raise InputError(f"unknown capability '{item[:40]}' in {where}; "
                              f"known: {','.join(sorted(CAPABILITIES))},all")
     return tuple(sorted(caps))
 
@@ -87,21 +101,43 @@ def parse_devices(value: str, where: str) -> tuple[str, ...] | str:
     return tuple(out)
 
 
-def from_config(env: dict[str, str], annotations: dict[str, str]) -> Request:
+def privileged(cfg: dict) -> bool:
+    """NVIDIA's test: CAP_SYS_ADMIN in the bounding set."""
+    caps = ((cfg.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+    return CAP_SYS_ADMIN in caps
+
+
+def from_config(env: dict[str, str], annotations: dict[str, str], cfg: dict | None = None,
+                sources: dict | None = None) -> Request:
+    sources = {**SOURCES, **(sources or {})}
+    cfg = cfg or {}
+    priv = privileged(cfg)
     legacy = "CUDA_VERSION" in env and "NVIDIA_REQUIRE_CUDA" not in env
+    env_ok = sources["env"] and (priv or sources["env_unprivileged"])
+    mount_devs = []
+    if sources["mounts"]:
+        for m in cfg.get("mounts") or []:
+            d = m.get("destination", "") if isinstance(m, dict) else ""
+            if isinstance(d, str) and d.startswith(MOUNT_PREFIX) and d[len(MOUNT_PREFIX):]:
+                mount_devs.append(d[len(MOUNT_PREFIX):])
     reasons = []
-    if ANN_GPUS in annotations:
+    if sources["annotations"] and ANN_GPUS in annotations:
         raw, where = annotations[ANN_GPUS], f"annotation {ANN_GPUS}"
-    elif ENV_DEVICES in env:
+    elif mount_devs:
+        raw, where = ",".join(mount_devs), f"mounts at {MOUNT_PREFIX}"
+    elif env_ok and ENV_DEVICES in env:
         raw, where = env[ENV_DEVICES], f"env {ENV_DEVICES}"
-    elif legacy:
+    elif env_ok and legacy:
         raw, where = "all", "legacy CUDA image (CUDA_VERSION set, NVIDIA_REQUIRE_CUDA unset)"
     else:
+        if ENV_DEVICES in env and not env_ok:
+            return Request(False, (), (), "none", (f"env {ENV_DEVICES} ignored: the configuration "
+                                                   "does not honour it for this container",))
         return NO_REQUEST
     if raw.strip() in ("", "void"):
         return Request(False, (), (), where, (f"{where}={raw!r}: nothing to inject",))
     devices = parse_devices(raw, where)
-    if ANN_CAPS in annotations:
+    if sources["annotations"] and ANN_CAPS in annotations:
         caps = parse_capabilities(annotations[ANN_CAPS], f"annotation {ANN_CAPS}", legacy)
         reasons.append(f"capabilities from annotation {ANN_CAPS}")
     else:
@@ -109,4 +145,28 @@ def from_config(env: dict[str, str], annotations: dict[str, str]) -> Request:
         reasons.append(f"capabilities from env {ENV_CAPS}" if env.get(ENV_CAPS, "").strip()
                        else "default capabilities" + (" (legacy image: all)" if legacy else ""))
     reasons.insert(0, f"devices from {where}={raw}")
-    return Request(True, devices, caps, where, tuple(reasons))
+    iso = mem = None
+    if sources["annotations"]:
+        iso = annotations.get(ANN_ISOLATION)
+        if iso is not None and iso not in ("shared", "exclusive", "virtual"):
+            raise InputError(f"annotation {ANN_ISOLATION}: '{iso[:40]}' is not one of "
+                             "shared, exclusive, virtual")
+        if ANN_MEMORY in annotations:
+            from nvbind.profiles import parse_size
+            mem = parse_size(_check_len(annotations[ANN_MEMORY], ANN_MEMORY), f"annotation {ANN_MEMORY}")
+    requires = () if _truthy(env.get("NVIDIA_DISABLE_REQUIRE")) else tuple(
+        _check_len(v, k) for k, v in sorted(env.items()) if k.startswith("NVIDIA_REQUIRE_") and v.strip())
+    mig = {}
+    for key in ("NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"):
+        v = env.get(key, "").strip()
+        if v and v != "all":
+            raise InputError(f"env {key}: only 'all' is supported, got '{v[:40]}'")
+        if v and not priv:
+            raise InputError(f"env {key} needs a privileged container (CAP_SYS_ADMIN)")
+        mig[key] = bool(v)
+    return Request(True, devices, caps, where, tuple(reasons), iso, mem, priv, requires,
+                   mig["NVIDIA_MIG_CONFIG_DEVICES"], mig["NVIDIA_MIG_MONITOR_DEVICES"])
+
+
+def _truthy(v: str | None) -> bool:
+    return v is not None and v.strip().lower() not in ("", "0", "false", "no")

@@ -138,5 +138,5 @@ def test_no_driver_is_an_error_for_gpu_requests(tmp_path):
 
 
 def test_unknown_profile():
-    with pytest.raises(InputError, match="known: default"):
+    with pytest.raises(InputError, match="known: ai-ml, default, gaming"):
         profiles.get("turbo")

@@ -35,6 +35,9 @@ def fake_pynvml(mig_on_first=True):
     m.nvmlDeviceGetMinorNumber = lambda h: gpus[h[1]]["minor"]
     m.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=gpus[h[1]]["bus"])
     m.nvmlDeviceGetName = lambda h: gpus[h[1]]["name"]
+    m.nvmlDeviceGetCudaComputeCapability = lambda h: (9, 0)
+    m.nvmlDeviceGetBrand = lambda h: 2 if h[1] == 0 else 14
+    m.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12080
     return m, calls
 
 
@@ -47,5 +50,7 @@ def test_nvml_backend_maps_to_gpu_records():
         ("GPU-aaa", 1, "0000:07:00.0", "NVIDIA H200"), ("GPU-bbb", 0, "0000:08:00.0", "NVIDIA H200")]
     assert recs[0].migs == ((1, 0, "MIG-one"), (2, 0, "MIG-two"))
     assert recs[1].migs == ()
+    assert (recs[0].arch, recs[0].brand, recs[1].brand) == ("9.0", "tesla", "nvidia")
+    assert b.cuda_version() == "12.8"
     b.close()
     assert calls == ["init", "shutdown"]

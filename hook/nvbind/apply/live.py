@@ -29,7 +29,8 @@ ATTRS = {"ro": nsys.MOUNT_ATTR_RDONLY, "nosuid": nsys.MOUNT_ATTR_NOSUID,
 KILL_AT = "NVBIND_TEST_KILL_AT"
 
 
-def apply(state: dict, rootfs: str, ed) -> list[str]:
+def apply(state: dict, rootfs: str, ed, driver_version: str | None = None,
+          ldconfig: str | None = None) -> list[str]:
     pid = state.get("pid")
     if not pid:
         raise NvbindError(f"container {state['id']}: the OCI state has no pid, so the running "
@@ -51,14 +52,14 @@ def apply(state: dict, rootfs: str, ed) -> list[str]:
                 attrs |= ATTRS.get(o, 0)
             nsys.mount_setattr(tree, attrs, nsys.MS_PRIVATE)
         if ed.ldcache_folders:
-            ldfd = ldcache.sealed_copy(ldcache.find_ldconfig())
+            ldfd = ldcache.sealed_copy(ldcache.find_ldconfig(ldconfig))
         nsfd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         for _, fd in prepared:
             os.close(fd)
         raise NvbindError(f"preparing mounts for {state['id']}: {e}") from None
     try:
-        done += _in_child(nsfd, rootfs, ed, prepared, ldfd)
+        done += _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version)
     finally:
         os.close(nsfd)
         for _, fd in prepared:
@@ -68,7 +69,7 @@ def apply(state: dict, rootfs: str, ed) -> list[str]:
     return done
 
 
-def _in_child(nsfd, rootfs, ed, prepared, ldfd) -> list[str]:
+def _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version) -> list[str]:
     r, w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child, reported through the pipe
@@ -77,7 +78,7 @@ def _in_child(nsfd, rootfs, ed, prepared, ldfd) -> list[str]:
             os.close(r)
             nsys.setns(nsfd, nsys.CLONE_NEWNS)
             os.umask(0)
-            notes = _inside(rootfs, ed, prepared, ldfd)
+            notes = _inside(rootfs, ed, prepared, ldfd, driver_version)
             os.write(w, ("ok\n" + "\n".join(notes)).encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
@@ -105,7 +106,7 @@ def _step(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _inside(rootfs, ed, prepared, ldfd) -> list[str]:
+def _inside(rootfs, ed, prepared, ldfd, driver_version=None) -> list[str]:
     notes = []
     rootfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -117,8 +118,11 @@ def _inside(rootfs, ed, prepared, ldfd) -> list[str]:
             _step("mount")
         notes += ldcache.make_links(rootfs, [(s.target, s.link) for s in ed.symlinks])
         if ed.ldcache_folders:
-            ldcache.update(rootfs, ed.ldcache_folders, exe_fd=ldfd)
-            notes.append("ld cache updated")
+            from nvbind.apply import compat
+            folders = compat.prepare(rootfs, driver_version, ed.ldcache_folders)
+            ldcache.update(rootfs, folders, exe_fd=ldfd)
+            notes.append("ld cache updated" + (" (CUDA forward compatibility)"
+                                               if folders[0] == compat.COMPAT_DIR else ""))
     finally:
         os.close(rootfd)
     return notes

@@ -92,11 +92,12 @@ def edit_bundle(bundle: str, pipeline, result: dict) -> None:
     cfg = oci.parse_config(text, path)
     if "NVBIND_GPUS" in oci.env_map(cfg):
         result["note"] = "already injected"
-        return
+        return None
     _req, _inv, ed = pipeline(cfg)
     if ed is None or ed.empty:
-        return
+        return None
     result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
     for note in spec.apply(cfg, ed):
         print(f"nvbind: {note}", file=sys.stderr)
     write_atomically(path, oci.dump(cfg) + "\n")
+    return ed

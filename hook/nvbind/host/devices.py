@@ -33,7 +33,9 @@ def probe(root: str, path: str, owner: str, majors: dict[str, int] | None,
         skipped.append((path, "not a character device"))
         return None
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    if majors is not None:
+    if owner is None:
+        note = f"{why}; char {major}:{minor}"
+    elif majors is not None:
         allowed = {majors[n] for n in OWNERS[owner] if n in majors}
         if major not in allowed:
             names = "/".join(OWNERS[owner])

@@ -28,7 +28,9 @@ def backend_for(root: str, prefer: str = "auto"):
 
 
 def build(root: str = "/", backend=None, arch: str | None = None,
-          driver_version: str | None = None, capabilities=libraries.CAPABILITIES) -> Inventory:
+          driver_version: str | None = None, capabilities=libraries.CAPABILITIES,
+          mps_pipe_dir: str = "/tmp/nvidia-mps", mps_log_dir: str = "/var/log/nvidia-mps",
+          extra_devices=()) -> Inventory:
     """Everything the host has; driver files only for `capabilities` (the hook asks for
     what the container wants, `info` for all)."""
     root = os.path.abspath(root) if root not in ("", "/") else "/"
@@ -36,7 +38,8 @@ def build(root: str = "/", backend=None, arch: str | None = None,
         backend = procfs.ProcfsBackend(root)
     arch = arch or libraries.machine_arch()
     version = driver_version or backend.driver_version()
-    inv = Inventory(root=root, backend=backend.name, driver_version=version)
+    inv = Inventory(root=root, backend=backend.name, driver_version=version,
+                    cuda_version=getattr(backend, "cuda_version", lambda: None)())
     skipped = inv.skipped
     majors = procfs.char_majors(root)
     if majors is None:
@@ -47,6 +50,16 @@ def build(root: str = "/", backend=None, arch: str | None = None,
             inv.nodes[path] = node
     records = sorted(backend.gpus(), key=lambda r: r.bus_id)
     mig_minors = procfs.mig_minors(root) if any(r.migs for r in records) else {}
+    if any(r.migs for r in records):
+        for what in ("config", "monitor"):     # MIG management, for privileged containers
+            minor = mig_minors.get(what)
+            path = f"/dev/nvidia-caps/nvidia-cap{minor}"
+            proc = f"/proc/driver/nvidia/capabilities/mig/{what}"
+            node = minor is not None and devices.probe(root, path, "nvidia-caps", majors, skipped,
+                                                       f"MIG {what} capability")
+            if node and os.path.exists(root.rstrip("/") + proc):
+                inv.nodes[path] = node
+                inv.mig_mgmt[what] = [path, proc]
     for index, rec in enumerate(records):
         path = f"/dev/nvidia{rec.minor}"
         node = devices.probe(root, path, "nvidia", majors, skipped, f"GPU {index} ({rec.uuid})")
@@ -69,10 +82,23 @@ def build(root: str = "/", backend=None, arch: str | None = None,
                 if cnode:
                     inv.nodes[cpath] = cnode
                     caps.append(cpath)
-            migs.append(Mig(gpu=index, index=mindex, gi=gi, ci=ci, uuid=uuid, caps=tuple(caps)))
+            base = f"/proc/driver/nvidia/capabilities/gpu{rec.minor}/mig/gi{gi}"
+            procs = tuple(p for p in (f"{base}/access", f"{base}/ci{ci}/access")
+                          if os.path.exists(root.rstrip("/") + p))
+            migs.append(Mig(gpu=index, index=mindex, gi=gi, ci=ci, uuid=uuid, caps=tuple(caps),
+                            procs=procs))
         inv.gpus.append(Gpu(index=index, minor=rec.minor, uuid=rec.uuid, bus_id=rec.bus_id,
                             model=rec.model, node=path if node else None,
-                            drm=tuple(d.path for d in drm), migs=tuple(migs)))
+                            drm=tuple(d.path for d in drm), migs=tuple(migs),
+                            arch=rec.arch, brand=rec.brand))
+    for path in extra_devices:      # a profile's extra device nodes
+        node = devices.probe(root, path, None, None, skipped, "asked for by the profile")
+        if node:
+            inv.nodes[path] = node
+    pipe = root.rstrip("/") + mps_pipe_dir
+    inv.mps = {"pipe_dir": mps_pipe_dir, "log_dir": mps_log_dir,
+               "running": os.path.exists(pipe + "/control"),
+               "log_dir_present": os.path.isdir(root.rstrip("/") + mps_log_dir)}
     if version is None:
         inv.notes.append("no NVIDIA driver found (no /proc/driver/nvidia/version)")
     else:

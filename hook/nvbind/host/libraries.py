@@ -62,7 +62,7 @@ GRAPHICS_FILES = {
 }
 SOCKETS = {
     "utility": ("/run/nvidia-persistenced/socket",),
-    "compute": ("/run/nvidia-fabricmanager/socket", "/tmp/nvidia-mps"),
+    "compute": ("/run/nvidia-fabricmanager/socket",),
 }
 FIRMWARE_DIR = "/lib/firmware/nvidia/{version}"
 
@@ -187,6 +187,22 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             kind = "display" if cap == "display" else "config"
             if _regular(root, p):
                 files.append(File(kind, cap, p, fsroot.host(root, p), f"{cap} configuration/module"))
+    if "ngx" in caps:
+        # DLSS for Windows games: Proton looks for nvngx.dll in nvidia/wine/ beside the GL
+        # libraries (the driver installs it there)
+        gl_dirs = [os.path.dirname(f.path) for f in files if f.soname == "libGLX_nvidia.so.0"]
+        for d in dict.fromkeys(gl_dirs + list(LIB_DIRS.get(arch, ()))):
+            found = False
+            for name in ("nvngx.dll", "_nvngx.dll"):
+                p = f"{d}/nvidia/wine/{name}"
+                if _regular(root, p):
+                    files.append(File("config", "ngx", p, fsroot.host(root, p),
+                                      "DLSS for Proton/Wine (nvngx beside the GL libraries)"))
+                    found = True
+            if found:
+                break
+        else:
+            skipped.append(("nvidia/wine/nvngx.dll", "not found beside the GL libraries"))
     for cap, paths in SOCKETS.items():
         if cap not in caps:
             continue

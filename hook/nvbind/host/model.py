@@ -18,14 +18,15 @@ class Mig(Record):
     """gpu: parent GPU index; index: the N of "gpu:N"; uuid: NVML only (None from procfs);
     caps: /dev/nvidia-caps/nvidia-capN paths for GI and CI access."""
 
-    __slots__ = ("gpu", "index", "gi", "ci", "uuid", "caps")
+    __slots__ = ("gpu", "index", "gi", "ci", "uuid", "caps", "procs")
+    DEFAULTS = {"procs": ()}
 
 
 class Gpu(Record):
     """bus_id: 0000:07:00.0 (lower case, 4-digit domain); node: /dev/nvidiaN if usable."""
 
-    __slots__ = ("index", "minor", "uuid", "bus_id", "model", "node", "drm", "migs")
-    DEFAULTS = {"drm": (), "migs": ()}
+    __slots__ = ("index", "minor", "uuid", "bus_id", "model", "node", "drm", "migs", "arch", "brand")
+    DEFAULTS = {"drm": (), "migs": (), "arch": None, "brand": None}
 
 
 class File(Record):
@@ -40,15 +41,17 @@ class File(Record):
 class GpuRecord(Record):
     """What a GPU backend (NVML or procfs) reports for one GPU; migs: ((gi, ci, uuid), ...)."""
 
-    __slots__ = ("minor", "uuid", "bus_id", "model", "migs")
-    DEFAULTS = {"migs": ()}
+    __slots__ = ("minor", "uuid", "bus_id", "model", "migs", "arch", "brand")
+    DEFAULTS = {"migs": (), "arch": None, "brand": None}
 
 
 class Inventory(Record):
     """nodes: by container path; skipped: [(item, reason)]."""
 
-    __slots__ = ("root", "backend", "driver_version", "gpus", "nodes", "files", "skipped", "notes")
-    DEFAULTS = {"gpus": list, "nodes": dict, "files": list, "skipped": list, "notes": list}
+    __slots__ = ("root", "backend", "driver_version", "gpus", "nodes", "files", "skipped", "notes",
+                 "cuda_version", "mig_mgmt", "mps")
+    DEFAULTS = {"gpus": list, "nodes": dict, "files": list, "skipped": list, "notes": list,
+                "cuda_version": None, "mig_mgmt": dict, "mps": dict}
     FROZEN = False
 
     def files_for(self, capabilities) -> list[File]:
@@ -64,4 +67,7 @@ class Inventory(Record):
             "files": [f.to_json() for f in self.files],
             "skipped": [{"item": i, "reason": r} for i, r in self.skipped],
             "notes": list(self.notes),
+            "cuda_version": self.cuda_version,
+            "mig_mgmt": dict(self.mig_mgmt),
+            "mps": dict(self.mps),
         }

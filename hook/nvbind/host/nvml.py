@@ -13,6 +13,12 @@ def _s(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+# libnvidia-container's names for nvmlBrandType values, as NVIDIA_REQUIRE_* brand= uses them
+BRANDS = ("unknown", "quadro", "tesla", "nvs", "grid", "geforce", "titan", "nvidiavapps",
+          "nvidiavpc", "nvidiavcs", "nvidiavws", "nvidiacloudgaming", "quadrortx", "nvidiartx",
+          "nvidia", "geforcertx", "titanrtx")
+
+
 class NvmlBackend:
     name = "nvml"
 
@@ -30,6 +36,13 @@ class NvmlBackend:
 
     def driver_version(self) -> str | None:
         return _s(self.nv.nvmlSystemGetDriverVersion())
+
+    def cuda_version(self) -> str | None:
+        try:
+            v = self.nv.nvmlSystemGetCudaDriverVersion_v2()
+        except Exception:  # noqa: BLE001 - older NVML: no CUDA version, requirement says unknown
+            return None
+        return f"{v // 1000}.{(v % 1000) // 10}"
 
     def gpus(self) -> list[GpuRecord]:
         nv = self.nv
@@ -50,7 +63,18 @@ class NvmlBackend:
                     migs.append((nv.nvmlDeviceGetGpuInstanceId(m),
                                  nv.nvmlDeviceGetComputeInstanceId(m),
                                  _s(nv.nvmlDeviceGetUUID(m))))
+            try:
+                major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
+                arch = f"{major}.{minor}"
+            except nv.NVMLError:
+                arch = None
+            try:
+                b = nv.nvmlDeviceGetBrand(h)
+                brand = BRANDS[b] if 0 < b < len(BRANDS) else None
+            except nv.NVMLError:
+                brand = None
             out.append(GpuRecord(
+                arch=arch, brand=brand,
                 minor=nv.nvmlDeviceGetMinorNumber(h),
                 uuid=_s(nv.nvmlDeviceGetUUID(h)),
                 bus_id=normalize_bus_id(_s(nv.nvmlDeviceGetPciInfo(h).busId)),

@@ -168,3 +168,6 @@ class ProcfsBackend:
 
     def gpus(self) -> list[GpuRecord]:
         return gpus(self.root)
+
+    def cuda_version(self) -> str | None:
+        return None     # only the CUDA driver library or NVML can tell

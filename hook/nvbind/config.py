@@ -1,0 +1,113 @@
+"""Configuration: /etc/nvbind/config.toml (or --config / NVBIND_CONFIG), with defaults.
+
+The file is TOML, validated against schemas/config.schema.json with jsonschema. A hook
+must not pay for that on every container start, so a validated file is cached as JSON
+under the cache directory, keyed by the file's path, inode, size and mtime; a cache entry
+that does not match (or is not ours) is ignored and rebuilt. An invalid file is an error
+naming the file, the key path and the problem: the hook refuses to guess.
+"""
+from __future__ import annotations
+
+import os
+
+from nvbind.errors import InputError
+
+DEFAULT_PATH = "/etc/nvbind/config.toml"
+DEFAULT_CACHE_DIR = "/run/nvbind"
+ALL_CAPS = ["compute", "compat32", "display", "graphics", "ngx", "utility", "video"]
+DEFAULTS = {
+    "root": "/",
+    "log_file": "/var/log/nvbind.log",
+    "log_level": "info",
+    "default_profile": "default",
+    "cache_dir": DEFAULT_CACHE_DIR,
+    "lease_dir": "/run/nvbind/leases",
+    "ldconfig": "",
+    "mps_pipe_dir": "/tmp/nvidia-mps",
+    "mps_log_dir": "/var/log/nvidia-mps",
+    "capabilities": ALL_CAPS,
+    "sources": {"env": True, "env_unprivileged": True, "annotations": True, "mounts": False},
+    "profiles": {},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) \
+            and k != "profiles" else v
+    return out
+
+
+def schema_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "config.schema.json")
+
+
+def parse(path: str, data: bytes) -> dict:
+    """TOML text -> validated settings (without defaults). InputError names file and key."""
+    import tomllib
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 ({e.reason})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {e}") from None
+    errors = schema_errors(doc)
+    if errors:
+        raise InputError(f"{path}: " + "; ".join(errors))
+    return doc
+
+
+def schema_errors(doc: dict) -> list[str]:
+    import json
+
+    import jsonschema  # only when a config file is new or changed, never per container
+    with open(schema_path()) as f:
+        schema = json.load(f)
+    out = []
+    for e in sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
+                    key=lambda e: list(map(str, e.absolute_path))):
+        where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        out.append(f"{where}: {e.message}")
+    return out
+
+
+def _cache_file(cache_dir: str, path: str) -> str:
+    import zlib
+    return os.path.join(cache_dir, f"config-{zlib.crc32(os.fsencode(path)):08x}.json")
+
+
+def load(path: str | None = None) -> dict:
+    """The effective configuration (defaults + file)."""
+    explicit = path or os.environ.get("NVBIND_CONFIG")
+    path = os.path.abspath(explicit or DEFAULT_PATH)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if explicit:
+            raise InputError(f"config file {path} does not exist") from None
+        return dict(DEFAULTS)
+    except OSError as e:
+        raise InputError(f"cannot read config file {path}: {e.strerror}") from None
+    from nvbind import fastjson
+    key = [path, st.st_ino, st.st_size, st.st_mtime_ns]
+    cache_dir = os.environ.get("NVBIND_CACHE_DIR") or DEFAULT_CACHE_DIR
+    cfile = _cache_file(cache_dir, path)
+    try:
+        with open(cfile, "rb") as f:
+            cached = fastjson.loads(f.read(1 << 20).decode())
+        if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("config"), dict):
+            return _merge(DEFAULTS, cached["config"])
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    with open(path, "rb") as f:
+        doc = parse(path, f.read(1 << 20))
+    try:
+        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+        tmp = f"{cfile}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(fastjson.dumps({"key": key, "config": doc}))
+        os.replace(tmp, cfile)
+    except OSError:
+        pass    # no cache: the next run validates again, nothing else changes
+    return _merge(DEFAULTS, doc)
