@@ -85,7 +85,8 @@ def full_library_set() -> dict:
     return libs
 
 
-def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool = False) -> None:
+def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool = False,
+          mps: bool = False) -> None:
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     # --- /dev
@@ -120,6 +121,9 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
             for ci in range(8):
                 mig_lines.append(f"gpu{i}/gi{gi}/ci{ci}/access {base + 1 + ci}")
         if mig and i == 0:
+            for what, minor, mode in (("config", 1, 256), ("monitor", 2, 292)):
+                write(root, f"/proc/driver/nvidia/capabilities/mig/{what}",
+                      f"DeviceFileMinor: {minor}\nDeviceFileMode: {mode}\nDeviceFileModify: 1\n")
             for gi in (1, 2):
                 base = 3 + gi * 10
                 cap = f"/proc/driver/nvidia/capabilities/gpu0/mig/gi{gi}"
@@ -158,6 +162,9 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
     os.makedirs(root + "/usr/bin", exist_ok=True)
     for name in ("nvidia-smi", "nvidia-cuda-mps-control"):
         gcc([define, "-o", f"{root}/usr/bin/{name}", f"{CSRC}/nvidia-smi.c"])
+    # --- DLSS for Proton: nvngx.dll beside the GL libraries, as the driver installs it
+    for dll in ("nvngx.dll", "_nvngx.dll"):
+        write(root, f"{LIBDIR}/nvidia/wine/{dll}", "simulated nvngx (PE file on a real host)\n")
     # --- firmware, graphics and OpenCL files, IPC socket
     for fw in ("gsp_ga10x.bin", "gsp_tu10x.bin"):
         write(root, f"/lib/firmware/nvidia/{version}/{fw}", "simulated GSP firmware\n")
@@ -174,6 +181,15 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
     s = socket.socket(socket.AF_UNIX)
     s.bind(sock)
     s.close()
+    if mps:     # a CUDA MPS control daemon's pipe directory and log directory
+        os.makedirs(root + "/tmp/nvidia-mps", exist_ok=True)
+        os.makedirs(root + "/var/log/nvidia-mps", exist_ok=True)
+        ctl = root + "/tmp/nvidia-mps/control"
+        if os.path.lexists(ctl):
+            os.unlink(ctl)
+        c = socket.socket(socket.AF_UNIX)
+        c.bind(ctl)
+        c.close()
 
 
 def main() -> int:
@@ -185,13 +201,14 @@ def main() -> int:
     ap.add_argument("--stale", action="store_true", help=f"also leave libcuda.so.{STALE_VERSION}")
     ap.add_argument("--force", action="store_true", help="remove ROOT first")
     ap.add_argument("--full", action="store_true", help="every library nvbind knows, not a few")
+    ap.add_argument("--mps", action="store_true", help="a running MPS control daemon's pipe dir")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("simhost: needs root (mknod)", file=sys.stderr)
         return 1
     if a.force and os.path.isdir(a.root):
         shutil.rmtree(a.root)
-    build(a.root, a.gpus, a.mig, a.driver, a.stale, a.full)
+    build(a.root, a.gpus, a.mig, a.driver, a.stale, a.full, a.mps)
     print(os.path.abspath(a.root))
     return 0
 

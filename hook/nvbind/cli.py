@@ -21,6 +21,7 @@ verbs:
   cdi validate F                 official CDI schema + the rules it misses
   install --engine podman|crio|docker|containerd [--dest DIR]
   uninstall [--dest DIR]         remove exactly what install wrote, restore backups
+  config validate [FILE] | show | import-surge FILE
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json]                  host inventory
   --version
@@ -397,6 +398,52 @@ def cmd_install(args: Args, rest: list[str], remove: bool = False) -> int:
     return install.main(dest, engines, remove)
 
 
+def cmd_config(args: Args, rest: list[str]) -> int:
+    import json
+    from nvbind import config
+    verb, rest = (rest[0], rest[1:]) if rest else ("", [])
+    if verb == "validate":
+        if len(rest) > 1:
+            raise InputError("config validate takes at most one file")
+        path = os.path.abspath(rest[0] if rest else args.config_path
+                               or os.environ.get("NVBIND_CONFIG") or config.DEFAULT_PATH)
+        try:
+            with open(path, "rb") as f:
+                config.parse(path, f.read(1 << 20))
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror}") from None
+        print(f"{path}: valid")
+        return 0
+    if verb == "show":
+        settings = dict(args.settings)
+        from nvbind import profiles
+        settings["profiles"] = {n: (settings["profiles"].get(n) or profiles.BUILTIN[n])
+                                for n in profiles.known(settings)}
+        print(json.dumps(settings, indent=2, sort_keys=True))
+        return 0
+    if verb == "import-surge":
+        import tomllib
+        from nvbind import surge
+        if len(rest) != 1:
+            raise InputError("config import-surge takes one file")
+        try:
+            with open(rest[0], "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise InputError(f"cannot read {rest[0]}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"{rest[0]}: not valid TOML: {e}") from None
+        out, notes = surge.convert(doc, rest[0])
+        errors = config.schema_errors(out)
+        if errors:
+            raise InputError(f"{rest[0]}: the converted profiles are not valid: {'; '.join(errors)}")
+        for n in notes:
+            print(f"nvbind: {n}", file=sys.stderr)
+        sys.stdout.write(surge.to_toml(out))
+        return 0
+    raise InputError("config needs a verb: validate [FILE], show, import-surge FILE")
+
+
 def cmd_plan(args: Args, rest: list[str]) -> int:
     import json
     from nvbind import oci
@@ -508,6 +555,8 @@ def run(argv: list[str]) -> int:
         return cmd_runtime(args, rest)
     if verb == "cdi":
         return cmd_cdi(args, rest)
+    if verb == "config":
+        return cmd_config(args, rest)
     if verb in ("install", "uninstall"):
         return cmd_install(args, rest, remove=verb == "uninstall")
     if verb == "info":
