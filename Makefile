@@ -39,7 +39,7 @@ unit: venv
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
-bench: setup
+bench: setup dist
 	$(PY) bench/run.py
 
 clean:

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Hook latency, in one run: medians of interleaved rounds, as ratios to a floor.
+"""nvbind's latency and memory, in one run: medians of interleaved rounds, as ratios to floors.
 
-    bench/run.py [--rounds N] [--json FILE]
+    bench/run.py [--rounds N] [--json FILE]      (make bench; needs root and `make dist`)
 
-The floor is the project's interpreter starting with nothing to do (`python -c pass`
-from the virtualenv the hook runs from). Each round runs every case once, in turn, so
-that a busy moment of the machine hits all cases alike. Needs root (the simulated
-8-GPU host is made with mknod).
+Floors, measured in the same run:
+  F_venv    the project's virtualenv python starting with nothing to do (`python -c pass`)
+  F_py      `python3 -I -S -c pass`
+  F_frozen  an empty program frozen with exactly nvbind's PyInstaller options (one-dir,
+            packaging/floor.spec)
+Each round runs every case once, in turn, so that a busy moment hits all cases alike.
+The hooks run as the shipped hooks.d files run them: environment PATH and NVBIND_LOG only.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ import engines  # noqa: E402
 import simhost  # noqa: E402
 import testimage  # noqa: E402
 
+ONEFILE = os.path.join(REPO, "dist", "nvbind")
+ONEDIR = os.path.join(REPO, "dist", "nvbind-dir", "nvbind")
+FLOOR = os.path.join(REPO, "build", "floor-dist", "floor", "floor")
+
 
 def config(env=()):
     return json.dumps({
@@ -39,84 +46,127 @@ def config(env=()):
     }).encode()
 
 
+def ensure_builds():
+    if not (os.path.exists(ONEFILE) and os.path.exists(ONEDIR)):
+        raise SystemExit("bench: dist/ missing, run `make dist` (make bench does)")
+    if not os.path.exists(FLOOR):
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "pyinstaller"), "--noconfirm",
+                        "--log-level", "WARN", "--distpath", "build/floor-dist", "--workpath",
+                        "build/floor-work", "packaging/floor.spec"], cwd=REPO, check=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=41)
+    ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
+    ensure_builds()
     py = sys.executable
-    nvbind = os.path.join(os.path.dirname(py), "nvbind")
+    src = os.path.join(os.path.dirname(py), "nvbind")
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "host")
         simhost.build(root, gpus=8, mig=False, version="550.54.14", stale=False, full=True)
-        hook = [nvbind, "--root", root, "hook", "precreate"]
+        big = os.path.join(tmp, "big")
+        simhost.build(big, gpus=8, mig=False, version="550.54.14", stale=False, full=True,
+                      mig_per_gpu=7, filler_libs=155)
+        nlibs = len(os.listdir(big + "/usr/lib64"))
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": os.path.join(tmp, "nvbind.log"),
+               "NVBIND_CACHE_DIR": os.path.join(tmp, "cache")}
         image = testimage.build(os.path.join(tmp, "image"))
-        plain = engines.make_bundle(os.path.join(tmp, "plain"), image, ["true"],
-                                    ["NVIDIA_VISIBLE_DEVICES=1"])
-        live = engines.make_bundle(
-            os.path.join(tmp, "live"), image, ["true"], ["NVIDIA_VISIBLE_DEVICES=1"],
-            {"createRuntime": [engines.nvbind_hook("createRuntime", root, os.devnull)]})
+        plain = engines.make_bundle(os.path.join(tmp, "plain"), image, ["true"], ["NVIDIA_VISIBLE_DEVICES=1"])
+        live = engines.make_bundle(os.path.join(tmp, "live"), image, ["true"], ["NVIDIA_VISIBLE_DEVICES=1"],
+                                   {"createRuntime": [engines.nvbind_hook("createRuntime", root,
+                                                                          env["NVBIND_LOG"], exe=ONEDIR)]})
         runs = iter(range(10 ** 6))
-        onefile = os.path.join(REPO, "dist", "nvbind")
-        onedir = os.path.join(REPO, "dist", "nvbind-dir", "nvbind")
 
         def runc(bundle):
-            return ["sh", "-c", f"cd {bundle} && runc run -d nvb-bench-{next(runs)} >/dev/null "
-                    f"&& runc delete -f nvb-bench-{next(runs) - 1}"]
-        cases = [  # name, argv, stdin, floor, target ratio
-            ("floor: python -c pass", [py, "-c", "pass"], b"", None, None),
-            ("precreate, no GPU request", hook, config(), "floor: python -c pass", 1.3),
-            ("precreate, NVIDIA_VISIBLE_DEVICES=1, 8-GPU host", hook,
-             config(["NVIDIA_VISIBLE_DEVICES=1"]), "floor: python -c pass", 2.0),
-            ("precreate, NVIDIA_VISIBLE_DEVICES=all, caps all", hook,
-             config(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"]),
-             "floor: python -c pass", None),
-            ("runc run (create, start, delete), no hook", lambda: runc(plain), b"", None, None),
+            n = next(runs)
+            return ["sh", "-c", f"cd {bundle} && runc run -d nvb-bench-{n} >/dev/null "
+                    f"&& runc delete -f nvb-bench-{n}"]
+
+        def hook(exe, r=root):
+            return [exe, "--root", r, "hook", "precreate"]
+
+        def fifty(argv, stdin):
+            return ["sh", "-c", f"for i in $(seq 50); do {' '.join(argv)} <{stdin} >/dev/null & done; wait"]
+
+        gpu, none, allc = config(["NVIDIA_VISIBLE_DEVICES=1"]), config(), \
+            config(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"])
+        gpu_file = os.path.join(tmp, "gpu.json")
+        with open(gpu_file, "wb") as f:
+            f.write(gpu)
+        mig_cfg = config(["NVIDIA_VISIBLE_DEVICES=" + ",".join(f"{g}:{m}" for g in range(8) for m in range(7))])
+        F_VENV, F_PY, F_FROZEN = "F_venv: venv python -c pass", "F_py: python3 -I -S -c pass", \
+            "F_frozen: empty frozen program"
+        RUNC = "runc run, plain container"
+        cases = [  # name, argv (or callable), stdin, floor, target ratio
+            (F_VENV, [py, "-c", "pass"], b"", None, None),
+            (F_PY, ["python3", "-I", "-S", "-c", "pass"], b"", None, None),
+            (F_FROZEN, [FLOOR], b"", None, None),
+            ("source precreate, no GPU request", hook(src), none, F_VENV, 1.3),
+            ("source precreate, GPU 1 of 8", hook(src), gpu, F_VENV, 2.0),
+            ("frozen precreate, no GPU request", hook(ONEDIR), none, F_FROZEN, 1.15),
+            ("frozen precreate, GPU 1 of 8", hook(ONEDIR), gpu, F_FROZEN, 1.5),
+            ("frozen precreate, GPU 1 of 8 (vs F_py, stretch)", hook(ONEDIR), gpu, F_PY, 3.0),
+            ("frozen precreate, all GPUs, all capabilities", hook(ONEDIR), allc, F_FROZEN, None),
+            ("frozen precreate, 8 GPUs x 7 MIG, 200 libs", hook(ONEDIR, big), mig_cfg, F_FROZEN, None),
+            ("one-file precreate, GPU 1 (unpacks per call)", hook(ONEFILE), gpu, F_FROZEN, None),
+            ("50 concurrent frozen floors", fifty([FLOOR], "/dev/null"), b"", None, None),
+            ("50 concurrent frozen precreates, GPU 1", fifty(hook(ONEDIR), gpu_file), b"",
+             "50 concurrent frozen floors", None),
+            (RUNC, lambda: runc(plain), b"", None, None),
+            ("runc run + frozen createRuntime, GPU 1, all libs", lambda: runc(live), b"", RUNC, 2.5),
         ]
-        if os.path.exists(onefile) and os.path.exists(onedir):
-            gpu = config(["NVIDIA_VISIBLE_DEVICES=1"])
-            cases += [
-                ("frozen one-dir --version", [onedir, "--version"], b"", None, None),
-                ("frozen one-dir precreate, no request", [onedir, "--root", root, "hook", "precreate"],
-                 config(), "frozen one-dir --version", None),
-                ("frozen one-dir precreate, GPU 1", [onedir, "--root", root, "hook", "precreate"],
-                 gpu, "frozen one-dir --version", None),
-                ("frozen one-file precreate, GPU 1", [onefile, "--root", root, "hook", "precreate"],
-                 gpu, "frozen one-dir --version", None),
-            ]
-        cases += [
-            ("runc run + createRuntime hook, GPU 1, all libs", lambda: runc(live), b"",
-             "runc run (create, start, delete), no hook", None),
-        ]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        times: dict[str, list[float]] = {c[0]: [] for c in cases}
+
         def once(argv, stdin):
             argv = argv() if callable(argv) else argv
             t0 = time.perf_counter()
             subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, env=env, check=True)
             return (time.perf_counter() - t0) * 1000
-        for name, argv, stdin, _, _ in cases:  # warm-up (page cache, .pyc files)
+
+        times: dict[str, list[float]] = {c[0]: [] for c in cases}
+        for name, argv, stdin, _, _ in cases:       # warm-up: page cache, .pyc, inventory cache
             once(argv, stdin)
         for _ in range(a.rounds):
             for name, argv, stdin, _, _ in cases:
                 times[name].append(once(argv, stdin))
+        # peak memory of one hook invocation (max RSS of the process)
+        rss = []
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                fd = os.open(gpu_file, os.O_RDONLY)
+                os.dup2(fd, 0)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.execve(ONEDIR, hook(ONEDIR), env)
+            _, _, usage = os.wait4(pid, 0)     # this process alone, not every child so far
+            rss.append(usage.ru_maxrss / 1024)
+        rss_mib = max(rss)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
-    print(f"{'case':<50} {'median':>8} {'min':>7} {'max':>7}  {'ratio':>6} {'target':>7}  ok")
+    print(f"{'case':<52} {'median':>7} {'min':>7} {'max':>7}  {'floor':<10} {'ratio':>6} {'target':>7}  ok")
     for name, _, _, floor, target in cases:
         ratio = med[name] / med[floor] if floor else None
         ok = None if target is None else ratio <= target
-        rows.append({"case": name, "median_ms": round(med[name], 2),
-                     "min_ms": round(min(times[name]), 2), "max_ms": round(max(times[name]), 2),
-                     "floor": floor, "ratio": ratio and round(ratio, 2), "target": target, "ok": ok})
-        print(f"{name:<50} {med[name]:8.1f} {min(times[name]):7.1f} {max(times[name]):7.1f}  "
-              f"{'' if ratio is None else f'{ratio:.2f}x':>6} "
-              f"{'' if target is None else f'<={target}x':>7}  {'' if ok is None else ('yes' if ok else 'NO')}")
-    added = med["runc run + createRuntime hook, GPU 1, all libs"] - med["runc run (create, start, delete), no hook"]
-    print(f"createRuntime adds {added:.1f} ms to runc run (target <= 200 ms: {'yes' if added <= 200 else 'NO'})")
-    rows.append({"case": "createRuntime added to runc run", "median_ms": round(added, 2),
-                 "target": 200, "ok": added <= 200})
-    print(f"({a.rounds} interleaved rounds, times in ms, {os.cpu_count()} CPUs, {sys.version.split()[0]})")
+        fl = (floor.split(":")[0] if ":" in floor else floor.split(",")[0][:10]) if floor else ""
+        rows.append({"case": name, "median_ms": round(med[name], 1), "min_ms": round(min(times[name]), 1),
+                     "max_ms": round(max(times[name]), 1), "floor": floor,
+                     "ratio": None if ratio is None else round(ratio, 2), "target": target, "ok": ok})
+        print(f"{name:<52} {med[name]:7.1f} {min(times[name]):7.1f} {max(times[name]):7.1f}  {fl:<10} "
+              f"{'' if ratio is None else f'{ratio:.2f}x':>6} {'' if target is None else f'<={target}x':>7}  "
+              f"{'' if ok is None else ('yes' if ok else 'NO')}")
+    added = med["runc run + frozen createRuntime, GPU 1, all libs"] - med[RUNC]
+    size = os.path.getsize(ONEFILE) / (1 << 20)
+    extra = [("createRuntime adds to runc run (ms)", added, f"<= 1.5x runc run = {1.5 * med[RUNC]:.0f}",
+              added <= 1.5 * med[RUNC]),
+             ("peak RSS of one frozen hook run (MiB)", rss_mib, "<= 30", rss_mib <= 30),
+             ("dist/nvbind size (MiB)", size, "<= 20", size <= 20)]
+    for name, value, target, ok in extra:
+        print(f"{name:<52} {value:7.1f}  {target:>30}  {'yes' if ok else 'NO'}")
+        rows.append({"case": name, "value": round(value, 1), "target": target, "ok": ok})
+    print(f"({a.rounds} interleaved rounds, times in ms; {os.cpu_count()} CPUs; Python "
+          f"{sys.version.split()[0]}; big host: {nlibs} files in its library directory)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

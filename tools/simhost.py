@@ -86,7 +86,9 @@ def full_library_set() -> dict:
 
 
 def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool = False,
-          mps: bool = False) -> None:
+          mps: bool = False, mig_per_gpu: int = 0, filler_libs: int = 0) -> None:
+    """mig: two MIG instances on GPU 0; mig_per_gpu: N instances on every GPU (scale);
+    filler_libs: unrelated libraries beside the driver's (a crowded library directory)."""
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     # --- /dev
@@ -120,6 +122,14 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
             mig_lines.append(f"gpu{i}/gi{gi}/access {base}")
             for ci in range(8):
                 mig_lines.append(f"gpu{i}/gi{gi}/ci{ci}/access {base + 1 + ci}")
+        if mig_per_gpu:
+            for gi in range(1, mig_per_gpu + 1):
+                base = 3 + i * 200 + gi * 10
+                cap = f"/proc/driver/nvidia/capabilities/gpu{i}/mig/gi{gi}"
+                write(root, f"{cap}/access", f"DeviceFileMinor: {base}\n")
+                write(root, f"{cap}/ci0/access", f"DeviceFileMinor: {base + 1}\n")
+                mknod(root, f"/dev/nvidia-caps/nvidia-cap{base}", CAPS_MAJOR, base, 0o444)
+                mknod(root, f"/dev/nvidia-caps/nvidia-cap{base + 1}", CAPS_MAJOR, base + 1, 0o444)
         if mig and i == 0:
             for what, minor, mode in (("config", 1, 256), ("monitor", 2, 292)):
                 write(root, f"/proc/driver/nvidia/capabilities/mig/{what}",
@@ -152,6 +162,11 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
         out = f"{libdir}/{base}.{version}"
         gcc(["-shared", "-fPIC", define, f"-Wl,-soname,{soname or os.path.basename(out)}",
              "-o", out, f"{CSRC}/{src}"])
+    if filler_libs:
+        stub = f"{libdir}/libfiller0.so.1"
+        gcc(["-shared", "-fPIC", "-Wl,-soname,libfiller.so.1", "-o", stub, f"{CSRC}/libstub.c"])
+        for n in range(1, filler_libs):
+            shutil.copy(stub, f"{libdir}/libfiller{n}.so.1")
     if stale:
         gcc(["-shared", "-fPIC", f'-DDRIVER_VERSION="{STALE_VERSION}"', "-Wl,-soname,libcuda.so.1",
              "-o", f"{libdir}/libcuda.so.{STALE_VERSION}", f"{CSRC}/libcuda.c"])

@@ -63,6 +63,16 @@ def parse_config(text: str, what: str = "config.json") -> dict:
     return cfg
 
 
+# Every string through which a config can ask for a GPU (request.py): the env keys,
+# nvbind's annotations, NVIDIA's volume-mount convention.
+TRIGGERS = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION", "nvbind.io/", "nvidia-container-devices")
+
+
+def may_request(text: str) -> bool:
+    """False only when `text` certainly asks for nothing (request.from_config agrees)."""
+    return "\\u" in text or any(t in text for t in TRIGGERS)
+
+
 def parse_state(text: str) -> dict:
     """An OCI state. Lenient: unknown status, extra fields and a missing pid are fine."""
     st = _load_object(text, "OCI state")

@@ -84,3 +84,17 @@ def test_runc_create_runtime_frozen(installed, live_env, tmp_path):
     r = engines.run_bundle(bundle, "frozen-live")
     assert r.returncode == 0, r.stderr
     assert "open /dev/nvidia1: ENXIO" in r.stdout and "dlopen libcuda.so.1: OK" in r.stdout
+
+
+def test_admin_verbs_frozen(installed, sim_root, tmp_path):
+    """The verbs that need package data and jsonschema work frozen (built with -OO)."""
+    spec = tmp_path / "nvidia.json"
+    r = subprocess.run([installed, "--root", sim_root, "cdi", "generate", "--output", str(spec)],
+                       capture_output=True, text=True, env={"NVBIND_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([installed, "cdi", "validate", str(spec)], capture_output=True, text=True, env={})
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[profiles.x]\nisolation = 'solo'\n")
+    r = subprocess.run([installed, "config", "validate", str(bad)], capture_output=True, text=True, env={})
+    assert r.returncode == 2 and "profiles.x.isolation" in r.stderr

@@ -60,3 +60,25 @@ def test_annotations_win_over_env():
 def test_malformed_device_lists(value):
     with pytest.raises(InputError):
         req({"NVIDIA_VISIBLE_DEVICES": value})
+
+
+@pytest.mark.parametrize("env, ann, mounts", [
+    ({"NVIDIA_VISIBLE_DEVICES": "0"}, {}, []), ({"CUDA_VERSION": "12.0"}, {}, []),
+    ({}, {"nvbind.io/gpus": "0"}, []),
+    ({}, {}, [{"destination": "/var/run/nvidia-container-devices/0", "source": "/dev/null"}]),
+])
+def test_fast_path_never_hides_a_request(env, ann, mounts):
+    """oci.may_request must be True whenever request.from_config could find a request."""
+    import json
+
+    from nvbind import oci
+    cfg = {"process": {"env": [f"{k}={v}" for k, v in env.items()]}, "root": {"path": "r"},
+           "annotations": ann, "mounts": mounts}
+    text = json.dumps(cfg)
+    assert not from_config(env, ann, cfg, {"mounts": True}).empty
+    assert oci.may_request(text)
+    # the same config with its keys hidden behind \\u escapes is still caught
+    hidden = text.replace("NVIDIA", "\\u004eVIDIA").replace("nvbind", "\\u006evbind") \
+        .replace("CUDA", "\\u0043UDA").replace("nvidia-c", "\\u006evidia-c")
+    assert json.loads(hidden) == cfg and oci.may_request(hidden)
+    assert not oci.may_request(json.dumps({"process": {"env": ["PATH=/bin"]}, "root": {"path": "r"}}))

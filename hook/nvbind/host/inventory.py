@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from nvbind.host import devices, libraries, procfs
+from nvbind.host import procfs
 from nvbind.host.model import Gpu, Inventory, Mig
 
 CONTROL_NODES = (
@@ -28,12 +28,14 @@ def backend_for(root: str, prefer: str = "auto"):
 
 
 def build(root: str = "/", backend=None, arch: str | None = None,
-          driver_version: str | None = None, capabilities=libraries.CAPABILITIES,
+          driver_version: str | None = None, capabilities=None,
           mps_pipe_dir: str = "/tmp/nvidia-mps", mps_log_dir: str = "/var/log/nvidia-mps",
           extra_devices=()) -> Inventory:
     """Everything the host has; driver files only for `capabilities` (the hook asks for
     what the container wants, `info` for all)."""
+    from nvbind.host import devices, libraries
     root = os.path.abspath(root) if root not in ("", "/") else "/"
+    capabilities = libraries.CAPABILITIES if capabilities is None else capabilities
     if backend is None:
         backend = procfs.ProcfsBackend(root)
     arch = arch or libraries.machine_arch()
@@ -91,16 +93,61 @@ def build(root: str = "/", backend=None, arch: str | None = None,
                             model=rec.model, node=path if node else None,
                             drm=tuple(d.path for d in drm), migs=tuple(migs),
                             arch=rec.arch, brand=rec.brand))
-    for path in extra_devices:      # a profile's extra device nodes
-        node = devices.probe(root, path, None, None, skipped, "asked for by the profile")
-        if node:
-            inv.nodes[path] = node
-    pipe = root.rstrip("/") + mps_pipe_dir
-    inv.mps = {"pipe_dir": mps_pipe_dir, "log_dir": mps_log_dir,
-               "running": os.path.exists(pipe + "/control"),
-               "log_dir_present": os.path.isdir(root.rstrip("/") + mps_log_dir)}
+    add_dynamic(inv, mps_pipe_dir, mps_log_dir, extra_devices)
     if version is None:
         inv.notes.append("no NVIDIA driver found (no /proc/driver/nvidia/version)")
     else:
         inv.files = libraries.discover(root, version, arch, capabilities, skipped)
+    return inv
+
+
+def add_dynamic(inv: Inventory, mps_pipe_dir: str, mps_log_dir: str, extra_devices=()) -> None:
+    """What may change between containers and is never cached: MPS state, a profile's
+    extra device nodes."""
+    r = inv.root.rstrip("/")
+    if extra_devices:
+        from nvbind.host import devices
+    for path in extra_devices:
+        node = devices.probe(inv.root, path, None, None, inv.skipped, "asked for by the profile")
+        if node:
+            inv.nodes[path] = node
+    inv.mps = {"pipe_dir": mps_pipe_dir, "log_dir": mps_log_dir,
+               "running": os.path.exists(r + mps_pipe_dir + "/control"),
+               "log_dir_present": os.path.isdir(r + mps_log_dir)}
+
+
+def cached(root: str, cache_dir: str | None, mps_pipe_dir: str = "/tmp/nvidia-mps",
+           mps_log_dir: str = "/var/log/nvidia-mps", extra_devices=()) -> Inventory:
+    """The inventory for a hook: from the cache when it is fresh and ours, else built
+    with procfs (never NVML) and cached for the next container."""
+    from nvbind.host import cache
+    root = os.path.abspath(root) if root not in ("", "/") else "/"
+    inv = None
+    if cache_dir:
+        fp = cache.fingerprint(root)
+        inv = cache.load(cache_dir, fp)
+    if inv is None:
+        inv = build(root)
+        if cache_dir:
+            why = cache.store(cache_dir, inv, fp)
+            if why:
+                inv.notes.append(why)
+    add_dynamic(inv, mps_pipe_dir, mps_log_dir, extra_devices)
+    return inv
+
+
+def refresh(root: str, cache_dir: str, prefer: str = "auto") -> Inventory:
+    """`nvbind info --refresh`: rebuild with the best backend (NVML on a real host)."""
+    from nvbind.host import cache
+    root = os.path.abspath(root) if root not in ("", "/") else "/"
+    backend, note = backend_for(root, prefer)
+    try:
+        inv = build(root, backend)
+    finally:
+        getattr(backend, "close", lambda: None)()
+    if note:
+        inv.notes.insert(0, note)
+    why = cache.store(cache_dir, inv, cache.fingerprint(root))
+    if why:
+        inv.notes.append(why)
     return inv

@@ -13,7 +13,9 @@ from nvbind import fsroot
 from nvbind.host import elf, ldcache
 from nvbind.host.model import File
 
-from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES  # noqa: F401 - re-exported
+from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+
+__all__ = ["CAPABILITIES", "DEFAULT_CAPABILITIES", "discover"]
 
 LIBRARIES = {
     "utility": ("libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"),

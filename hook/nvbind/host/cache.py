@@ -1,0 +1,134 @@
+"""The host inventory cache (default /run/nvbind/inventory.json).
+
+Hooks must not rediscover the host (or ever call NVML) per container. The cache holds
+the full inventory and a fingerprint of what it was built from: the driver version,
+the /dev/nvidia* nodes (names and device numbers), the boot id and the ld.so.cache's
+size and mtime. Any change makes it stale. It decides what gets mounted into containers,
+so it is trusted only when it is ours: owned by this user, not writable by group or
+others, in a directory that is not either, of our format, with the fingerprint matching.
+Anything else is ignored and rebuilt (by procfs on a hook path; `nvbind info --refresh`
+rebuilds it with NVML, which adds MIG UUIDs, compute capability, brand and CUDA version).
+Written atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from nvbind import fastjson
+from nvbind.host import procfs
+from nvbind.host.model import File, Gpu, Inventory, Mig, Node
+
+FORMAT = "nvbind-inventory-1"
+NAME = "inventory.json"
+
+
+def _name(root: str) -> str:
+    """inventory.json for the real host; one file per other root (simulated, /host)."""
+    if root == "/":
+        return NAME
+    h = 0xCBF29CE484222325          # FNV-1a, 64 bit: stable across runs, no import
+    for b in os.fsencode(root):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"inventory-{h:016x}.json"
+
+
+def fingerprint(root: str) -> dict:
+    r = root.rstrip("/")
+    nodes = []
+    for d in ("/dev", "/dev/nvidia-caps"):
+        try:
+            names = os.listdir(r + d)
+        except OSError:
+            continue
+        for n in sorted(names):
+            if d == "/dev" and not n.startswith("nvidia"):
+                continue
+            try:
+                st = os.lstat(f"{r}{d}/{n}")
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode):
+                nodes.append([f"{d}/{n}", st.st_rdev, stat.S_IMODE(st.st_mode)])
+    try:
+        st = os.stat(r + "/etc/ld.so.cache")
+        ldc = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        ldc = None
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = None
+    return {"root": root, "driver": procfs.driver_version(root), "nodes": nodes, "boot_id": boot,
+            "ldcache": ldc}
+
+
+def _ours(st) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def load(cache_dir: str, fp: dict) -> Inventory | None:
+    path = os.path.join(cache_dir, _name(fp["root"]))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not (_ours(os.fstat(fd)) and _ours(os.stat(cache_dir))):
+            return None
+        data = b""
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+            if len(data) > 32 << 20:
+                return None
+    finally:
+        os.close(fd)
+    try:
+        doc = fastjson.loads(data.decode())
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("fingerprint") != fp:
+            return None
+        return from_json(doc["inventory"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+def store(cache_dir: str, inv: Inventory, fp: dict) -> str | None:
+    """Write the cache; returns why it could not be written, or None."""
+    try:
+        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+        path = os.path.join(cache_dir, _name(fp["root"]))
+        tmp = f"{path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, fastjson.dumps({"format": FORMAT, "fingerprint": fp,
+                                         "inventory": inv.to_json()}).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return None
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+        return f"cannot write the inventory cache in {cache_dir}: {e.strerror}"
+
+
+def from_json(d: dict) -> Inventory:
+    gpus = []
+    for g in d["gpus"]:
+        migs = tuple(Mig(m["gpu"], m["index"], m["gi"], m["ci"], m["uuid"], tuple(m["caps"]),
+                         tuple(m.get("procs", ()))) for m in g["migs"])
+        gpus.append(Gpu(g["index"], g["minor"], g["uuid"], g["bus_id"], g["model"], g["node"],
+                        tuple(g["drm"]), migs, g.get("arch"), g.get("brand")))
+    nodes = {n["path"]: Node(n["path"], n["host_path"], n["major"], n["minor"], n["mode"], n["reason"])
+             for n in d["nodes"]}
+    files = [File(f["kind"], f["capability"], f["path"], f["host_path"], f["reason"], f["soname"])
+             for f in d["files"]]
+    return Inventory(root=d["root"], backend=d["backend"], driver_version=d["driver_version"],
+                     gpus=gpus, nodes=nodes, files=files,
+                     skipped=[(s["item"], s["reason"]) for s in d["skipped"]],
+                     notes=list(d["notes"]), cuda_version=d.get("cuda_version"),
+                     mig_mgmt={k: list(v) for k, v in (d.get("mig_mgmt") or {}).items()}, mps={})
