@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time
 SIM ?= .sim
 
 .PHONY: setup apt venv demo test unit e2e bench clean

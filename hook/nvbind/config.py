@@ -58,14 +58,19 @@ def parse(path: str, data: bytes) -> dict:
     return doc
 
 
-def schema_errors(doc: dict) -> list[str]:
-    import json
+_validator = None
 
-    import jsonschema  # only when a config file is new or changed, never per container
-    with open(schema_path()) as f:
-        schema = json.load(f)
+
+def schema_errors(doc: dict) -> list[str]:
+    global _validator
+    if _validator is None:
+        import json
+
+        import jsonschema  # only when a config file is new or changed, never per container
+        with open(schema_path()) as f:
+            _validator = jsonschema.Draft202012Validator(json.load(f))
     out = []
-    for e in sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
+    for e in sorted(_validator.iter_errors(doc),
                     key=lambda e: list(map(str, e.absolute_path))):
         where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         out.append(f"{where}: {e.message}")

@@ -35,8 +35,12 @@ def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None
 
     A container that asks for nothing costs one env scan: nothing else is imported."""
     from nvbind import oci, request
-    settings = args.settings
     env, ann = oci.env_map(cfg), cfg.get("annotations") or {}
+    # Fail open: a container that asks for nothing under every request source is passed
+    # through before the configuration is even read (a broken config cannot harm it).
+    if request.from_config(env, ann, cfg, request.ALL_SOURCES).empty:
+        return request.NO_REQUEST, None, None
+    settings = args.settings
     req = request.from_config(env, ann, cfg, settings["sources"])
     if req.empty:
         return req, None, None
@@ -54,6 +58,11 @@ def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None
         result["profile"] = prof.name
     inv = inventory.cached(args.root, args.cache_dir, settings["mps_pipe_dir"],
                            settings["mps_log_dir"], prof.devices)
+    for note in inv.notes:
+        if note.startswith("cannot write"):
+            print(f"nvbind: warning: {note}", file=sys.stderr)
+            if result is not None:
+                result["warning"] = note
     hook = self_command(args.root, args.log, args.config_path or os.environ.get("NVBIND_CONFIG")) \
         if with_hook else None
     return req, inv, edits.compute(inv, req, prof, hook)

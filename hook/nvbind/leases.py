@@ -63,9 +63,18 @@ def acquire(lease_dir: str, keys: list[str], holder: dict) -> list[str]:
         for key in keys:
             path = os.path.join(lease_dir, _name(key))
             tmp = f"{path}.{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(fastjson.dumps({**holder, "gpu": key}))
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(fastjson.dumps({**holder, "gpu": key}))
+                os.replace(tmp, path)
+            except OSError as e:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                # fail closed: without a written lease, exclusivity cannot be promised
+                raise NvbindError(f"cannot write the lease for GPU {key} in {lease_dir}: "
+                                  f"{e.strerror}; refusing the exclusive container") from None
     return notes
 
 

@@ -11,18 +11,46 @@ from nvbind.errors import InputError
 MAX_INPUT = 16 * 1024 * 1024
 
 
-def read_stdin(stream) -> str:
-    data = stream.read(MAX_INPUT + 1)
-    if isinstance(data, bytes):
-        if len(data) > MAX_INPUT:
-            raise InputError(f"stdin is larger than {MAX_INPUT} bytes")
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"stdin is not UTF-8: {e.reason} at byte {e.start}") from None
-    elif len(data) > MAX_INPUT:
-        raise InputError(f"stdin is larger than {MAX_INPUT} bytes")
-    return data
+STDIN_TIMEOUT = 10.0   # seconds for the whole document; runtimes write it at once
+
+
+def read_stdin(stream, timeout: float | None = None) -> str:
+    """The whole of `stream` (stdin or a file), at most MAX_INPUT bytes, as UTF-8 text.
+
+    From a pipe or terminal the read is bounded in time too: a writer that trickles bytes
+    or never closes gets an error after `timeout` seconds (NVBIND_STDIN_TIMEOUT)."""
+    import stat as _stat
+    fd = stream.fileno() if hasattr(stream, "fileno") else None
+    if fd is not None and not _stat.S_ISREG(os.fstat(fd).st_mode):
+        data = _read_fd(fd, timeout if timeout is not None else
+                        float(os.environ.get("NVBIND_STDIN_TIMEOUT") or STDIN_TIMEOUT))
+    else:
+        data = stream.read(MAX_INPUT + 1)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_INPUT:
+        raise InputError(f"input is larger than {MAX_INPUT} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"input is not UTF-8: {e.reason} at byte {e.start}") from None
+
+
+def _read_fd(fd: int, timeout: float) -> bytes:
+    import select
+    import time
+    deadline = time.monotonic() + timeout
+    chunks, size = [], 0
+    while size <= MAX_INPUT:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise InputError(f"stdin was not complete after {timeout:g} s")
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _load_object(text: str, what: str) -> dict:

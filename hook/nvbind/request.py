@@ -34,6 +34,7 @@ MOUNT_PREFIX = "/var/run/nvidia-container-devices/"
 MAX_VALUE = 4096
 CAP_SYS_ADMIN = "CAP_SYS_ADMIN"
 SOURCES = {"env": True, "env_unprivileged": True, "annotations": True, "mounts": False}
+ALL_SOURCES = {"env": True, "env_unprivileged": True, "annotations": True, "mounts": True}
 
 
 class Request(Record):
