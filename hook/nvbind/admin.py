@@ -234,11 +234,71 @@ def cmd_info(args: Args, rest: list[str]) -> int:
             getattr(backend, "close", lambda: None)()
         if note:
             inv.notes.insert(0, note)
+    state = {"path": None, "state": "off"}
+    if args.cache_dir:
+        from nvbind.host import cache
+        fp = cache.fingerprint(inv.root)
+        state = {"path": os.path.join(args.cache_dir, cache._name(inv.root)),
+                 "state": "fresh" if cache.load(args.cache_dir, fp) is not None else "missing or stale"}
     if as_json:
-        print(json.dumps(inv.to_json(), indent=2, sort_keys=True))
+        print(json.dumps({**inv.to_json(), "cache": state}, indent=2, sort_keys=True))
     else:
         from nvbind import render
-        print(render.info(inv))
+        print(render.info(inv, state))
     return 0
 
 
+
+
+def cmd_doctor(args: Args, rest: list[str]) -> int:
+    import json
+    from nvbind import doctor
+    as_json = False
+    for a in rest:
+        if a == "--json":
+            as_json = True
+        else:
+            raise InputError(f"doctor: unknown argument {a!r}")
+    nvml = None
+    if args.root == "/":
+        from nvbind.host import inventory
+        backend, _ = inventory.backend_for("/")
+        nvml = backend if backend.name == "nvml" else None
+    try:
+        checks = doctor.run(args.root, args.settings, args.cache_dir, args.log, nvml)
+    finally:
+        getattr(nvml, "close", lambda: None)()
+    code = doctor.worst(checks)
+    if as_json:
+        print(json.dumps({"checks": checks, "worst": ("pass", "warn", "fail")[min(code, 2)],
+                          "exit_status": code}, indent=2))
+    else:
+        print(doctor.render(checks))
+    return code
+
+
+def cmd_metrics(args: Args, rest: list[str]) -> int:
+    from nvbind import metrics
+    from nvbind.host import inventory
+    listen = None
+    it = iter(rest)
+    for a in it:
+        if a == "--listen":
+            listen = _next(it, a)
+            if ":" not in listen:
+                listen = f"127.0.0.1:{listen}"
+        else:
+            raise InputError(f"metrics: unknown argument {a!r}")
+
+    def render() -> str:
+        backend, _ = inventory.backend_for(args.root)
+        try:
+            inv = inventory.build(args.root, backend)
+            return metrics.collect(inv, backend if backend.name == "nvml" else None, args.root, args.log)
+        finally:
+            getattr(backend, "close", lambda: None)()
+    if listen:
+        metrics.serve(listen, render)
+        return 0
+    sys.stdout.write(render())
+    return 0

@@ -22,6 +22,8 @@ verbs:
   install --engine podman|crio|docker|containerd [--dest DIR]
   uninstall [--dest DIR]         remove exactly what install wrote, restore backups
   config validate [FILE] | show | import-surge FILE
+  doctor [--json]                checks with pass/warn/fail and a fix each (exit 0/1/3)
+  metrics [--listen [ADDR:]PORT] Prometheus text: GPUs (NVML), per container, hook counters
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json] [--refresh]      host inventory; --refresh rebuilds the hooks' cache (NVML)
   --version
@@ -116,7 +118,8 @@ def _logged(args: Args, stage: str, fn, rest) -> int:
 
 HOOK_STAGES = {"precreate": "cmd_precreate", "createContainer": "cmd_create_container",
                "createRuntime": "cmd_live", "prestart": "cmd_live", "poststop": "cmd_poststop"}
-ADMIN = {"plan": "cmd_plan", "info": "cmd_info", "cdi": "cmd_cdi", "config": "cmd_config"}
+ADMIN = {"plan": "cmd_plan", "info": "cmd_info", "cdi": "cmd_cdi", "config": "cmd_config",
+         "doctor": "cmd_doctor", "metrics": "cmd_metrics"}
 
 
 def run(argv: list[str]) -> int:

@@ -6,13 +6,22 @@ def _mode(m: int) -> str:
     return f"{m:04o}"
 
 
-def info(inv) -> str:
+def info(inv, cache_state: dict | None = None) -> str:
     out = [f"host root      {inv.root}", f"backend        {inv.backend}",
-           f"driver         {inv.driver_version or 'none found'}", "", "GPUs"]
+           f"driver         {inv.driver_version or 'none found'}"
+           + (f" (CUDA {inv.cuda_version})" if inv.cuda_version else "")]
+    if cache_state:
+        out.append(f"hook cache     {cache_state['path'] or '-'}: {cache_state['state']}")
+    mps = inv.mps or {}
+    if mps:
+        out.append(f"CUDA MPS       {mps.get('pipe_dir')}: "
+                   f"{'control daemon running' if mps.get('running') else 'no control daemon'}")
+    out += ["", "GPUs"]
     if not inv.gpus:
         out.append("  (none)")
     for g in inv.gpus:
-        out.append(f"  {g.index}  minor {g.minor:<3} {g.bus_id}  {g.uuid}  {g.model}")
+        extra = "".join(f"  {k} {v}" for k, v in (("arch", g.arch), ("brand", g.brand)) if v)
+        out.append(f"  {g.index}  minor {g.minor:<3} {g.bus_id}  {g.uuid}  {g.model}{extra}")
         for m in g.migs:
             out.append(f"     MIG {g.index}:{m.index}  gi {m.gi} ci {m.ci}  {m.uuid or '(uuid: NVML only)'}"
                        f"  {' '.join(m.caps)}")

@@ -38,6 +38,13 @@ def fake_pynvml(mig_on_first=True):
     m.nvmlDeviceGetCudaComputeCapability = lambda h: (9, 0)
     m.nvmlDeviceGetBrand = lambda h: 2 if h[1] == 0 else 14
     m.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12080
+    m.nvmlDeviceGetPersistenceMode = lambda h: 1
+    m.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=5 << 30, total=141 << 30)
+    m.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=88)
+    m.nvmlDeviceGetTemperature = lambda h, sensor: 55
+    m.nvmlDeviceGetPowerUsage = lambda h: 350000
+    m.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=10, usedGpuMemory=1 << 30)]
+    m.nvmlDeviceGetGraphicsRunningProcesses = lambda h: []
     return m, calls
 
 
@@ -54,3 +61,19 @@ def test_nvml_backend_maps_to_gpu_records():
     assert b.cuda_version() == "12.8"
     b.close()
     assert calls == ["init", "shutdown"]
+
+
+def test_nvml_telemetry_for_metrics_and_doctor():
+    mod, _ = fake_pynvml()
+    b = NvmlBackend(mod)
+    s = b.stats()
+    assert s[0] == {"index": 0, "uuid": "GPU-aaa", "util": 88, "mem_used": 5 << 30, "mem_total": 141 << 30,
+                    "temp": 55, "power_mw": 350000, "processes": [(10, 1 << 30)]}
+    assert b.persistence() is True
+    from nvbind import metrics
+    from nvbind.host.model import Gpu, Inventory
+    inv = Inventory(root="/", backend="nvml", driver_version="570.86.15",
+                    gpus=[Gpu(0, 1, "GPU-aaa", "0000:07:00.0", "NVIDIA H200", "/dev/nvidia1")])
+    text = metrics.collect(inv, b, "/nonexistent-root", None)
+    assert 'nvbind_gpu_power_watts{gpu="0",uuid="GPU-aaa"} 350' in text
+    assert 'nvbind_container_gpu_memory_used_bytes{gpu="0",uuid="GPU-aaa",container="host"} 1073741824' in text

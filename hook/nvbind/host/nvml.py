@@ -44,6 +44,36 @@ class NvmlBackend:
             return None
         return f"{v // 1000}.{(v % 1000) // 10}"
 
+    def persistence(self) -> bool | None:
+        """True when every GPU has persistence mode on."""
+        nv = self.nv
+        try:
+            return all(nv.nvmlDeviceGetPersistenceMode(nv.nvmlDeviceGetHandleByIndex(i)) == 1
+                       for i in range(nv.nvmlDeviceGetCount()))
+        except nv.NVMLError:
+            return None
+
+    def stats(self) -> list[dict]:
+        """Telemetry per GPU for `nvbind metrics` (never on a hook path)."""
+        nv = self.nv
+        out = []
+        for i in range(nv.nvmlDeviceGetCount()):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            procs = []
+            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                try:
+                    procs += [(p.pid, p.usedGpuMemory) for p in getattr(nv, getter)(h)]
+                except (nv.NVMLError, AttributeError):
+                    pass
+            out.append({"index": i, "uuid": _s(nv.nvmlDeviceGetUUID(h)),
+                        "util": nv.nvmlDeviceGetUtilizationRates(h).gpu,
+                        "mem_used": mem.used, "mem_total": mem.total,
+                        "temp": nv.nvmlDeviceGetTemperature(h, 0),     # NVML_TEMPERATURE_GPU
+                        "power_mw": nv.nvmlDeviceGetPowerUsage(h),
+                        "processes": sorted(set(procs))})
+        return out
+
     def gpus(self) -> list[GpuRecord]:
         nv = self.nv
         out = []
