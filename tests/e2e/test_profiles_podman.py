@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 
-
 from conftest import nvbind_cmd
 
 

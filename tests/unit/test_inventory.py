@@ -1,7 +1,6 @@
 import os
 import subprocess
 
-
 from conftest import CTK, needs_root, needs_shared
 from nvbind.host import inventory, libraries
 from nvbind.host.model import GpuRecord
