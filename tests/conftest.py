@@ -20,6 +20,24 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod for the s
 needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"{SHARED} not present")
 
 
+def tree(path):
+    """Every entry under path with mode, size, mtime and link target: to prove 'unchanged'."""
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out[p] = (st.st_mode, st.st_size, st.st_mtime_ns,
+                      os.readlink(p) if os.path.islink(p) else None)
+    return out
+
+
+def mountinfo():
+    """The host's mount table, without mount ids (to compare before and after)."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted(" ".join(line.split()[3:]) for line in f)
+
+
 def nvbind_cmd() -> list[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "nvbind")
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "nvbind"]

@@ -6,23 +6,10 @@ import uuid
 
 import pytest
 
+from conftest import mountinfo, tree
+
 CHECK = ("stat -c '%t:%T' /dev/nvidia1; gpucheck /dev/nvidia1 /dev/nvidia0 /mnt/gpu0; "
          "grep ' /usr/lib64/libcuda.so.550.54.14 ' /proc/mounts")
-
-
-def mountinfo():
-    with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[3:]) for line in f)
-
-
-def tree(path):
-    out = {}
-    for d, dirs, files in os.walk(path):
-        for n in dirs + files:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            out[p] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import IS_ROOT, REPO, nvbind_cmd
+from conftest import IS_ROOT, REPO, mountinfo, nvbind_cmd, tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="runs real containers: needs root")
 DOORS = ["podman", "runc", "crun", "shim"]
@@ -26,22 +26,6 @@ VERSION = "550.54.14"
 def sha(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def tree(path):
-    out = {}
-    for d, dirs, files in os.walk(path):
-        for n in dirs + files:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            out[p] = (st.st_mode, st.st_size, st.st_mtime_ns,
-                      os.readlink(p) if os.path.islink(p) else None)
-    return out
-
-
-def mountinfo():
-    with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[3:]) for line in f)
 
 
 @pytest.fixture(scope="module")
