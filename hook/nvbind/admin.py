@@ -1,5 +1,4 @@
 """Administrative verbs: plan, info, cdi, config, install. Never on a hook path."""
-from __future__ import annotations
 
 import os
 import sys

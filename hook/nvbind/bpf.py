@@ -9,7 +9,6 @@ BPF_F_ALLOW_MULTI|BPF_F_REPLACE). Anything the old program allowed or denied sta
 Device programs use no maps and the ctx is not rewritten, so the translated instructions
 load again as they are.
 """
-from __future__ import annotations
 
 import os
 import struct

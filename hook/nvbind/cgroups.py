@@ -1,5 +1,4 @@
 """Device cgroup rules for a running container: v1 devices.allow, v2 BPF program."""
-from __future__ import annotations
 
 import os
 

@@ -1,5 +1,4 @@
 """Command line: verbs and argument parsing only. Everything else is imported lazily."""
-from __future__ import annotations
 
 import os
 import sys

@@ -6,7 +6,6 @@ under the cache directory, keyed by the file's path, inode, size and mtime; a ca
 that does not match (or is not ours) is ignored and rebuilt. An invalid file is an error
 naming the file, the key path and the problem: the hook refuses to guess.
 """
-from __future__ import annotations
 
 import os
 

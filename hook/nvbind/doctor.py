@@ -4,7 +4,6 @@ Every check reads paths under the host root, so a simulated host (`--root`) exer
 all. Exit status: 0 when all pass, 1 when the worst is a warning, 3 when something fails
 (2 stays "bad input", as for every verb).
 """
-from __future__ import annotations
 
 import json
 import os

@@ -2,7 +2,6 @@
 
 Pure: no file system, no clock. The same input gives the same, sorted output.
 """
-from __future__ import annotations
 
 import os
 

@@ -4,7 +4,6 @@
 `enum`); the C scanner and encoder behind it cost almost nothing. Same results as
 json.loads / json.dumps(separators=(",", ":")); errors still come out as ValueError.
 """
-from __future__ import annotations
 
 try:
     import _json

@@ -7,7 +7,6 @@ Two uses:
   RESOLVE_NO_MAGICLINKS), or component by component with O_NOFOLLOW where openat2 is
   missing, so an image's links can never lead a write out of its rootfs.
 """
-from __future__ import annotations
 
 import errno
 import os

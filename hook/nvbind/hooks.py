@@ -1,6 +1,5 @@
 """Hook stages and the runtime shim: the container-start path, kept apart from the
 administrative verbs so that a hook run imports as little as it can."""
-from __future__ import annotations
 
 import os
 import sys

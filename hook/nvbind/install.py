@@ -10,7 +10,6 @@ once to /usr/local/lib/nvbind/nvbind-VERSION/ (no unpacking per container start 
 that); a one-dir build copies its own tree; a source install links its own script.
 /usr/local/bin/nvbind and /usr/local/bin/nvbind-runtime point at it.
 """
-from __future__ import annotations
 
 import json
 import os

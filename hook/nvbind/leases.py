@@ -4,7 +4,6 @@ A lease names its holder by bundle directory (precreate runs in the bundle; the 
 shim, createRuntime and poststop all know it). It is taken at create and released at
 poststop; a lease whose holder's bundle no longer exists is stale and reclaimed.
 """
-from __future__ import annotations
 
 import fcntl
 import os

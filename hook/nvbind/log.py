@@ -3,7 +3,6 @@
 Engines often drop a hook's stderr (podman prints only "exit status 2"), so the file is
 where an operator finds out why a container did not get its GPU.
 """
-from __future__ import annotations
 
 import os
 import sys

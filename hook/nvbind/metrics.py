@@ -6,7 +6,6 @@ attributed to containers through /proc/<pid>/cgroup. nvbind's own counters come 
 log: hook invocations by stage and outcome, and a duration histogram per stage.
 `--listen ADDR` serves /metrics over HTTP (loopback by default).
 """
-from __future__ import annotations
 
 import json
 import re

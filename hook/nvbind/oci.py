@@ -1,5 +1,4 @@
 """Reading what the engine hands us: OCI config.json, OCI state, bundles."""
-from __future__ import annotations
 
 import os
 

@@ -5,7 +5,6 @@ capabilities, env, mounts, devices, isolation, memory_limit, mps_thread_percenta
 the seed's knobs under [aiml] / [gaming]. `resolve` turns it into a Profile whose env
 entries each name the software that reads them (see README, "Profiles").
 """
-from __future__ import annotations
 
 from nvbind.errors import InputError
 from nvbind.record import Record

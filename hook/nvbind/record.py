@@ -4,7 +4,6 @@
 run; this gives the same keyword/positional constructor, equality, hashing, repr and a
 JSON view for classes that list their fields in __slots__.
 """
-from __future__ import annotations
 
 
 def plain(v):

@@ -1,5 +1,4 @@
 """Readable text for `plan` and `info`."""
-from __future__ import annotations
 
 
 def _mode(m: int) -> str:

@@ -17,7 +17,6 @@ nvbind.io/isolation and nvbind.io/memory-limit over the profile. Mounts whose de
 is /var/run/nvidia-container-devices/<device> name devices too, when the configuration
 allows that source (NVIDIA's volume-mount convention).
 """
-from __future__ import annotations
 
 from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 from nvbind.errors import InputError

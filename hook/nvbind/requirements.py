@@ -6,7 +6,6 @@ ANDed. cuda and driver are host values; arch (compute capability) and brand are 
 for every selected GPU. A value nvbind does not know (procfs has no CUDA version, arch or
 brand: those come from NVML through `nvbind info --refresh`) fails the check, saying so.
 """
-from __future__ import annotations
 
 from nvbind.errors import InputError, NvbindError
 

@@ -8,7 +8,6 @@
     [services.NAME.gpu]    isolation_level, memory_limit
 becomes [profiles.NAME] tables for /etc/nvbind/config.toml (printed as TOML).
 """
-from __future__ import annotations
 
 import json
 

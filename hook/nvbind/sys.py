@@ -1,5 +1,4 @@
 """The few raw system calls nvbind needs (unshare, mount), through ctypes, in one place."""
-from __future__ import annotations
 
 import ctypes
 import os

@@ -5,7 +5,6 @@ every GPU request (control nodes, driver files, links and ld-cache hook), and ea
 adds its own nodes. Validation is the official JSON Schema (v1.1.0, shipped in
 nvbind/data/cdi) plus the rules the reference Go library enforces and the schema misses.
 """
-from __future__ import annotations
 
 import json
 import os

@@ -7,7 +7,6 @@ host's libcuda. That is done by the ld cache: nvbind writes
 directory fd) and runs ldconfig with the compat directory ahead of the driver's. Files
 from the image are never mounted or executed (CVE-2024-0132 came from doing that).
 """
-from __future__ import annotations
 
 import os
 

@@ -7,7 +7,6 @@ rootfs). The cache is rebuilt by the *host's* ldconfig: a sealed in-memory copy,
 /sys are covered by empty tmpfs mounts, so that no link in the image can reach host
 files through /proc/1/root and friends. Nothing from the image is ever executed.
 """
-from __future__ import annotations
 
 import fcntl
 import os

@@ -12,7 +12,6 @@ The runtime has read config.json already, so nvbind changes the live container:
 * device nodes are made with mknodat in the container's /dev (a tmpfs there);
 * the ld cache is rebuilt by the host's ldconfig (sealed copy made on the host side).
 """
-from __future__ import annotations
 
 import errno
 import os

@@ -6,7 +6,6 @@ would, writes it back atomically, then executes the real runtime with the origin
 arguments; every other verb goes straight to the real runtime. The real runtime is
 `NVBIND_RUNTIME` (a path or a name on PATH), else runc.
 """
-from __future__ import annotations
 
 import os
 import shutil

@@ -1,5 +1,4 @@
 """ContainerEdits -> OCI config.json (the precreate filter, later the runtime shim)."""
-from __future__ import annotations
 
 from nvbind.edits import ContainerEdits
 

@@ -10,7 +10,6 @@ Anything else is ignored and rebuilt (by procfs on a hook path; `nvbind info --r
 rebuilds it with NVML, which adds MIG UUIDs, compute capability, brand and CUDA version).
 Written atomically (temp file + rename).
 """
-from __future__ import annotations
 
 import os
 import stat

@@ -1,5 +1,4 @@
 """Device nodes: numbers and mode read from the node itself, checked against /proc/devices."""
-from __future__ import annotations
 
 import os
 import stat

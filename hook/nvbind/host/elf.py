@@ -1,5 +1,4 @@
 """Just enough ELF reading to learn a library's class, machine and DT_SONAME."""
-from __future__ import annotations
 
 import struct
 from nvbind.record import Record

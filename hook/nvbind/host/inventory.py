@@ -1,5 +1,4 @@
 """Build the Inventory of a host root from a GPU backend, /dev and the driver's files."""
-from __future__ import annotations
 
 import os
 

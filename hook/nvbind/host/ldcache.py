@@ -7,7 +7,6 @@ Layout (little or big endian as the header's flags say; we accept the machine's 
   strings : NUL-terminated, offsets counted from the start of the new-format header.
 An old "ld.so-1.7.0" table may come first; the new header then follows it, 8-aligned.
 """
-from __future__ import annotations
 
 import struct
 

@@ -4,7 +4,6 @@ The library lists follow libnvidia-container's (nvc_info.c) and the toolkit's di
 package. Only files named for the running driver version are taken: a stale
 libcuda.so.470.x left on the host is skipped with the reason.
 """
-from __future__ import annotations
 
 import os
 import stat

@@ -1,5 +1,4 @@
 """Plain data for the host inventory. Every item says why it is there."""
-from __future__ import annotations
 
 from nvbind.record import Record
 

@@ -3,7 +3,6 @@
 It yields the same GpuRecord list as the procfs backend, plus MIG UUIDs, which only NVML
 knows. `pynvml` is imported here and nowhere else.
 """
-from __future__ import annotations
 
 from nvbind.host.model import GpuRecord
 from nvbind.host.procfs import normalize_bus_id

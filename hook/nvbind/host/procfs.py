@@ -9,7 +9,6 @@
 /proc/driver/nvidia-caps/mig-minors           "gpu0/gi1/access 12" lines
 /proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<N>/ci<M>/access  exist per MIG instance
 """
-from __future__ import annotations
 
 import os
 
