@@ -4,7 +4,7 @@ that the floor is 'an empty program frozen exactly as nvbind is'."""
 # Modules nvbind never uses; leaving them out keeps the file and the start small.
 EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "pdb", "lib2to3", "sqlite3", "xmlrpc",
             "email", "http", "ssl", "asyncio", "multiprocessing", "concurrent", "curses",
-            "distutils", "setuptools", "pip", "pkg_resources", "bz2", "lzma", "readline"]
+            "distutils", "setuptools", "pip", "pkg_resources", "bz2", "lzma", "readline", "ctypes"]
 
 # Runtime hooks PyInstaller adds that nvbind does not need. pyi_rth_inspect imports
 # inspect and zipfile and lists base_library.zip on every start (to make
@@ -12,6 +12,39 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "pdb", "lib2to3", "sqlite
 DROP_RTHOOKS = {"pyi_rth_inspect"}
 
 EXE_OPTIONS = dict(strip=True, upx=False, console=True)
+
+# ctypes is left out of the module graph and shipped beside it instead (lazy_ctypes below):
+# when ctypes is importable at start-up, PyInstaller's bootstrap (pyimod03_ctypes) imports
+# it, with _ctypes and libffi, on every start (~3 ms of a ~25 ms hook run). nvbind needs
+# ctypes only on the live path and for NVML, which find it once entry.py has put the
+# directory on sys.path.
+LAZY_DIR = "nvbind_lazy"
+
+
+def lazy_ctypes(workdir):
+    """[(src, dest dir)] datas: the stdlib ctypes package with -OO bytecode beside it."""
+    import os
+    import py_compile
+    import shutil
+    import sysconfig
+    src = os.path.join(sysconfig.get_paths()["stdlib"], "ctypes")
+    dst = os.path.join(workdir, LAZY_DIR, "ctypes")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("test", "__pycache__", "wintypes.py", "_aix.py"))
+    out = []
+    for d, _, files in os.walk(dst):
+        for f in files:
+            if f.endswith(".py"):
+                py = os.path.join(d, f)
+                py_compile.compile(py, optimize=2, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        rel = os.path.relpath(d, os.path.dirname(os.path.dirname(dst)))
+        for f in os.listdir(d):
+            if os.path.isfile(os.path.join(d, f)):
+                out.append((os.path.join(d, f), rel))
+        pyc = os.path.join(d, "__pycache__")
+        if os.path.isdir(pyc):
+            out += [(os.path.join(pyc, f), os.path.join(rel, "__pycache__")) for f in os.listdir(pyc)]
+    return out
 
 # One-dir builds keep modules as .pyc files beside the executable instead of in the PYZ
 # archive: measured ~2 ms faster per run (the standard path importer, no decompression).
