@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import engines  # noqa: E402
 
-SCRIPT = ("echo '--- device nodes in the container:'; ls -l /dev/nvidia* /dev/nvidia-caps 2>&1; "
+SCRIPT = ("echo '--- device nodes in the container:'; ls -l /dev/nvidia*; "
           "echo '--- open each node, then dlopen(libcuda.so.1):'; "
           "gpucheck /dev/nvidia1 /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm; rc=$?; "
           "echo '--- environment set by nvbind:'; env | grep ^NVBIND_ | sort; "
