@@ -93,6 +93,16 @@ def _next(it, opt):
         raise InputError(f"{opt} needs a value") from None
 
 
+def _wanted(args: Args, entry: dict) -> bool:
+    """log_level: error logs failures only, warn also runs with warnings, info/debug all."""
+    level = (args._settings or {}).get("log_level") or os.environ.get("NVBIND_LOG_LEVEL") or "info"
+    if level == "error":
+        return entry.get("outcome") != "ok"
+    if level == "warn":
+        return entry.get("outcome") != "ok" or "warning" in entry
+    return True
+
+
 def _logged(args: Args, stage: str, fn, rest) -> int:
     import time
     from nvbind import log
@@ -112,7 +122,8 @@ def _logged(args: Args, stage: str, fn, rest) -> int:
         # the root as given; the configuration is read only where the stage needed it
         entry["root"] = args.root_opt or (args._settings or {}).get("root") or "/"
         entry.update(args.result, duration_ms=round((time.monotonic() - t0) * 1000, 2))
-        log.record(args.log, entry)
+        if _wanted(args, entry):
+            log.record(args.log, entry)
 
 
 HOOK_STAGES = {"precreate": "cmd_precreate", "createContainer": "cmd_create_container",

@@ -145,6 +145,11 @@ class Installer:
             stage, timeout, fname = (("precreate", 10, "50-nvbind-precreate.json") if name == "podman"
                                      else ("createRuntime", 30, "50-nvbind-oci.json"))
             self.write(f"/usr/share/containers/oci/hooks.d/{fname}", _hook_file(stage, timeout))
+            if name == "crio":
+                # releases exclusive leases taken at createRuntime (precreate adds its own
+                # poststop entry to the config instead)
+                self.write("/usr/share/containers/oci/hooks.d/50-nvbind-poststop.json",
+                           _hook_file("poststop", 10))
         elif name == "docker":
             path = "/etc/docker/daemon.json"
             cfg = {}

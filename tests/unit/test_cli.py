@@ -126,7 +126,8 @@ def test_plan_and_info_match_their_schemas(sim_root):
 
 
 @pytest.mark.parametrize("name, stage", [("50-nvbind-precreate.json", "precreate"),
-                                         ("50-nvbind-oci.json", "createRuntime")])
+                                         ("50-nvbind-oci.json", "createRuntime"),
+                                         ("50-nvbind-poststop.json", "poststop")])
 def test_packaged_hooks_d_files_have_env_and_timeout(name, stage):
     with open(os.path.join(REPO, "packaging/hooks.d", name)) as f:
         h = json.load(f)
@@ -154,3 +155,17 @@ def test_unwritable_log_does_not_change_the_decision(sim_root, tmp_path):
                    env={"NVBIND_LOG": str(tmp_path / "no-such-dir" / "log")})
     assert r.returncode == 0 and json.loads(r.stdout)["linux"]["devices"]
     assert b"cannot write log" in r.stderr
+
+
+def test_log_level_error_keeps_failures_only(sim_root, tmp_path):
+    log = tmp_path / "nvbind.log"
+    conf = tmp_path / "config.toml"
+    conf.write_text('log_level = "error"\n')
+    env = {"NVBIND_LOG": str(log), "NVBIND_CACHE_DIR": str(tmp_path / "c")}
+    ok = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+    bad = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=9"]))
+    assert run_nvbind(["--root", sim_root, "--config", str(conf), "hook", "precreate"], ok, env=env).returncode == 0
+    assert not log.exists()
+    assert run_nvbind(["--root", sim_root, "--config", str(conf), "hook", "precreate"], bad, env=env).returncode == 2
+    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["outcome"] == "error"

@@ -68,6 +68,8 @@ def test_install_uninstall_round_trip(tmp_path):
     hook = json.loads((dest / "usr/share/containers/oci/hooks.d/50-nvbind-precreate.json").read_text())
     assert hook["hook"]["path"] == "/usr/local/bin/nvbind" and hook["hook"]["env"]
     assert (dest / "usr/share/containers/oci/hooks.d/50-nvbind-oci.json").exists()
+    stop = json.loads((dest / "usr/share/containers/oci/hooks.d/50-nvbind-poststop.json").read_text())
+    assert stop["stages"] == ["poststop"] and stop["hook"]["args"][1:] == ["hook", "poststop"]
     assert (dest / "etc/containerd/conf.d/99-nvbind.toml").exists()
     # installing again changes nothing
     again = run_nvbind(["install", "--engine", "podman,crio,docker,containerd", "--dest", str(dest)])
