@@ -174,7 +174,7 @@ set -e
 if [ "$1" = "remove" ] || [ "$1" = "purge" ]; then
 	# the CDI spec nvbind-cdi.service wrote names /usr/bin/nvbind's hooks: without
 	# nvbind, a container asking for nvidia.com/gpu would fail at its hook
-	if [ -f /var/run/cdi/nvidia.json ] && grep -q '"/usr/bin/nvbind"' /var/run/cdi/nvidia.json; then
+	if [ -f /var/run/cdi/nvidia.json ] && grep -q -e '"/usr/lib/nvbind/nvbind"' -e '"/usr/bin/nvbind"' /var/run/cdi/nvidia.json; then
 		rm -f /var/run/cdi/nvidia.json
 	fi
 fi
