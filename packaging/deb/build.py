@@ -183,7 +183,6 @@ if [ "$1" = "purge" ]; then
 	# what nvbind itself creates: the hook log, caches and GPU leases
 	rm -f /var/log/nvbind.log
 	rm -rf /run/nvbind
-	rmdir --ignore-fail-on-non-empty /var/run/cdi 2>/dev/null || true
 fi
 
 if [ -z "${{DPKG_ROOT:-}}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ] ; then
