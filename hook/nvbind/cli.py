@@ -66,7 +66,7 @@ class Args:
     @property
     def settings(self) -> dict:
         if self._settings is None:
-            from nvbind import config
+            from nvbind import settings as config
             self._settings = config.load(self.config_path)
         return self._settings
 
@@ -148,16 +148,16 @@ def run(argv: list[str]) -> int:
         name = HOOK_STAGES.get(rest[0])
         if name is None:
             raise InputError(f"unsupported hook stage '{rest[0]}'; supported: {', '.join(HOOK_STAGES)}")
-        from nvbind import hooks
+        from nvbind.doors import stages as hooks
         return _logged(args, rest[0], getattr(hooks, name), rest[1:])
     if verb == "runtime":
-        from nvbind import hooks
+        from nvbind.doors import stages as hooks
         return hooks.cmd_runtime(args, rest)
     if verb in ADMIN:
-        from nvbind import admin
+        from nvbind.admin import verbs as admin
         return getattr(admin, ADMIN[verb])(args, rest)
     if verb in ("install", "uninstall"):
-        from nvbind import admin
+        from nvbind.admin import verbs as admin
         return admin.cmd_install(args, rest, remove=verb == "uninstall")
     raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and os.path.basename(sys.argv[0]) == "nvbind-runtime":
             # called by docker/containerd under the runtime's name: every argument is the
             # runtime's; nvbind's own settings come from NVBIND_ROOT / NVBIND_LOG
-            from nvbind import hooks
+            from nvbind.doors import stages as hooks
             return hooks.cmd_runtime(Args([]), sys.argv[1:])
         return run(sys.argv[1:] if argv is None else argv)
     except NvbindError as e:

@@ -5,10 +5,10 @@ import os
 import pytest
 
 from conftest import REPO, SHARED, needs_shared, run_nvbind
-from nvbind import edits, profiles
+from nvbind.core import edits, profiles
 from nvbind.apply import cdi
 from nvbind.host import inventory
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 CAPS = ("compute", "utility")

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from nvbind import edits, profiles
+from nvbind.core import edits, profiles
 from nvbind.errors import InputError
 from nvbind.host import inventory
 from nvbind.host.model import GpuRecord
 from nvbind.host.procfs import ProcfsBackend
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 

@@ -17,7 +17,7 @@ def test_kubernetes_manifests():
     rc, ds = load("runtimeclass.json"), load("daemonset.json")
     assert rc["kind"] == "RuntimeClass" and rc["handler"] == "nvbind"
     # the handler is the runtime name nvbind install writes for containerd
-    from nvbind import install
+    from nvbind.admin import install
     assert 'runtimes.nvbind]' in install.CONTAINERD_DROPIN
     spec = ds["spec"]["template"]["spec"]
     with open(os.path.join(K8S, "Containerfile")) as f:

@@ -7,12 +7,13 @@ import subprocess
 import pytest
 
 from conftest import base_config, run_nvbind
-from nvbind import config, edits, profiles, requirements
+from nvbind import settings as config
+from nvbind.core import edits, profiles, requirements
 from nvbind.errors import InputError, NvbindError
 from nvbind.host import inventory
 from nvbind.host.model import GpuRecord
 from nvbind.host.procfs import ProcfsBackend
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 
@@ -144,7 +145,7 @@ def test_config_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     entry.write_text("{garbage")
     assert config.load(path)["default_profile"] == "gaming"
     # validation is not repeated while the file is unchanged
-    import nvbind.config as c
+    import nvbind.settings as c
     monkeypatch.setattr(c, "schema_errors", lambda doc: pytest.fail("validated again"))
     assert config.load(path)["default_profile"] == "gaming"
 
@@ -303,7 +304,7 @@ def test_fifty_concurrent_exclusive_creates_one_wins(sim_root, tmp_path):
 
 
 def test_stale_lease_is_reclaimed(tmp_path):
-    from nvbind import leases
+    from nvbind.apply import leases
     gone = tmp_path / "gone"
     gone.mkdir()
     leases.acquire(str(tmp_path / "l"), ["GPU-1"], {"bundle": str(gone)})

@@ -9,11 +9,11 @@ nvbind/data/cdi) plus the rules the reference Go library enforces and the schema
 import json
 import os
 
-from nvbind import edits as edits_mod
+from nvbind.core import edits as edits_mod
 from nvbind.errors import InputError
 from nvbind.host.model import Inventory
-from nvbind.profiles import Profile
-from nvbind.request import Request
+from nvbind.core.profiles import Profile
+from nvbind.core.request import Request
 
 KIND = "nvidia.com/gpu"
 VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0")

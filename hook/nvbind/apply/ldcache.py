@@ -11,8 +11,8 @@ files through /proc/1/root and friends. Nothing from the image is ever executed.
 import fcntl
 import os
 
-from nvbind import fsroot
-from nvbind import sys as nsys
+from nvbind.sysio import root as fsroot
+from nvbind.sysio import syscalls as nsys
 from nvbind.errors import NvbindError
 
 LDCONFIG_CANDIDATES = ("/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.real")

@@ -1,6 +1,6 @@
 """ContainerEdits -> OCI config.json (the precreate filter, later the runtime shim)."""
 
-from nvbind.edits import ContainerEdits
+from nvbind.core.edits import ContainerEdits
 
 
 def apply(cfg: dict, ed: ContainerEdits) -> list[str]:

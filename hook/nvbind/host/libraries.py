@@ -8,11 +8,11 @@ libcuda.so.470.x left on the host is skipped with the reason.
 import os
 import stat
 
-from nvbind import fsroot
+from nvbind.sysio import root as fsroot
 from nvbind.host import elf, ldcache
 from nvbind.host.model import File
 
-from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.core.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 
 __all__ = ["CAPABILITIES", "DEFAULT_CAPABILITIES", "discover"]
 

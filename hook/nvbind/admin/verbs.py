@@ -5,7 +5,7 @@ import sys
 
 from nvbind.cli import Args, _next
 from nvbind.errors import InputError, NvbindError
-from nvbind.hooks import _pipeline, self_command
+from nvbind.doors.stages import _pipeline, self_command
 
 
 def _cdi_text(args: Args, capabilities, fmt: str) -> str:
@@ -44,7 +44,7 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
         fmt = fmt or ("yaml" if output and output.endswith((".yaml", ".yml")) else "json")
         if fmt not in ("json", "yaml"):
             raise InputError(f"--format must be json or yaml, not {fmt!r}")
-        from nvbind import request
+        from nvbind.core import request
         capabilities = request.parse_capabilities(caps, "--capabilities", False)
         if watch is not None and not output:
             raise InputError("--watch needs --output")
@@ -58,7 +58,7 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
                 text = None     # no driver right now: keep the last spec, look again later
             if text is not None and text != last:
                 if output:
-                    from nvbind.apply.shim import write_atomically
+                    from nvbind.doors.shim import write_atomically
                     write_atomically(os.path.abspath(output), text)
                     os.chmod(output, 0o644)
                     print(f"wrote {output}", file=sys.stderr)
@@ -107,7 +107,7 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
 
 
 def cmd_install(args: Args, rest: list[str], remove: bool = False) -> int:
-    from nvbind import install
+    from nvbind.admin import install
     dest, engines = "/", []
     it = iter(rest)
     for a in it:
@@ -122,7 +122,7 @@ def cmd_install(args: Args, rest: list[str], remove: bool = False) -> int:
 
 def cmd_config(args: Args, rest: list[str]) -> int:
     import json
-    from nvbind import config
+    from nvbind import settings as config
     verb, rest = (rest[0], rest[1:]) if rest else ("", [])
     if verb == "validate":
         if len(rest) > 1:
@@ -138,14 +138,14 @@ def cmd_config(args: Args, rest: list[str]) -> int:
         return 0
     if verb == "show":
         settings = dict(args.settings)
-        from nvbind import profiles
+        from nvbind.core import profiles
         settings["profiles"] = {n: (settings["profiles"].get(n) or profiles.BUILTIN[n])
                                 for n in profiles.known(settings)}
         print(json.dumps(settings, indent=2, sort_keys=True))
         return 0
     if verb == "import-surge":
         import tomllib
-        from nvbind import surge
+        from nvbind.admin import surge
         if len(rest) != 1:
             raise InputError("config import-surge takes one file")
         try:
@@ -182,7 +182,7 @@ def cmd_plan(args: Args, rest: list[str]) -> int:
         raise InputError("plan needs --bundle DIR")
     cfg, rootfs = oci.load_bundle(os.path.abspath(bundle))
     req, inv, ed = _pipeline(args, cfg)
-    from nvbind import edits
+    from nvbind.core import edits
     from nvbind.apply import spec
     if ed is None:
         ed = edits.ContainerEdits(notes=["no GPU requested: the container is left unchanged"])
@@ -201,7 +201,7 @@ def cmd_plan(args: Args, rest: list[str]) -> int:
     if as_json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
-    from nvbind import render
+    from nvbind.admin import render
     print(render.plan(out))
     return 0
 
@@ -242,7 +242,7 @@ def cmd_info(args: Args, rest: list[str]) -> int:
     if as_json:
         print(json.dumps({**inv.to_json(), "cache": state}, indent=2, sort_keys=True))
     else:
-        from nvbind import render
+        from nvbind.admin import render
         print(render.info(inv, state))
     return 0
 
@@ -251,7 +251,7 @@ def cmd_info(args: Args, rest: list[str]) -> int:
 
 def cmd_doctor(args: Args, rest: list[str]) -> int:
     import json
-    from nvbind import doctor
+    from nvbind.admin import doctor
     as_json = False
     for a in rest:
         if a == "--json":
@@ -277,7 +277,7 @@ def cmd_doctor(args: Args, rest: list[str]) -> int:
 
 
 def cmd_metrics(args: Args, rest: list[str]) -> int:
-    from nvbind import metrics
+    from nvbind.admin import metrics
     from nvbind.host import inventory
     listen = None
     it = iter(rest)

@@ -228,7 +228,7 @@ def _cgroup(r: str) -> dict:
     v1_devices = os.path.isdir("/sys/fs/cgroup/devices")
     import errno
     try:
-        from nvbind import sys as nsys
+        from nvbind.sysio import syscalls as nsys
         os.close(nsys.open_tree(-100, "/", nsys.OPEN_TREE_CLOEXEC))
         newmount = True
     except OSError as e:

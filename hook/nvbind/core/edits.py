@@ -8,9 +8,9 @@ import os
 from nvbind.errors import InputError, NvbindError
 from nvbind.host.model import Gpu, Inventory, Mig
 from nvbind.host.procfs import normalize_bus_id
-from nvbind.profiles import Profile
+from nvbind.core.profiles import Profile
 from nvbind.record import Record
-from nvbind.request import Request
+from nvbind.core.request import Request
 
 RO = ("ro", "nosuid", "nodev", "bind")
 RO_NOEXEC = ("ro", "nosuid", "nodev", "noexec", "bind")
@@ -176,7 +176,7 @@ def compute(inv: Inventory, req: Request, profile: Profile,
     ed.notes += list(req.reasons)
     ed.profile = profile.name
     if req.requires:
-        from nvbind import requirements
+        from nvbind.core import requirements
         parents = [inv.gpus[s.gpu] if isinstance(s, Mig) else s for s in selected]
         requirements.check(req.requires, {"cuda": inv.cuda_version, "driver": inv.driver_version},
                            parents)

@@ -18,7 +18,7 @@ is /var/run/nvidia-container-devices/<device> name devices too, when the configu
 allows that source (NVIDIA's volume-mount convention).
 """
 
-from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.core.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 from nvbind.errors import InputError
 from nvbind.record import Record
 
@@ -152,7 +152,7 @@ def from_config(env: dict[str, str], annotations: dict[str, str], cfg: dict | No
             raise InputError(f"annotation {ANN_ISOLATION}: '{iso[:40]}' is not one of "
                              "shared, exclusive, virtual")
         if ANN_MEMORY in annotations:
-            from nvbind.profiles import parse_size
+            from nvbind.core.profiles import parse_size
             mem = parse_size(_check_len(annotations[ANN_MEMORY], ANN_MEMORY), f"annotation {ANN_MEMORY}")
     requires = () if _truthy(env.get("NVIDIA_DISABLE_REQUIRE")) else tuple(
         _check_len(v, k) for k, v in sorted(env.items()) if k.startswith("NVIDIA_REQUIRE_") and v.strip())

@@ -33,7 +33,8 @@ def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None
     """(request, inventory, edits) for a config; edits is None when nothing was asked.
 
     A container that asks for nothing costs one env scan: nothing else is imported."""
-    from nvbind import oci, request
+    from nvbind import oci
+    from nvbind.core import request
     env, ann = oci.env_map(cfg), cfg.get("annotations") or {}
     # Fail open: a container that asks for nothing under every request source is passed
     # through before the configuration is even read (a broken config cannot harm it).
@@ -43,7 +44,7 @@ def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None
     req = request.from_config(env, ann, cfg, settings["sources"])
     if req.empty:
         return req, None, None
-    from nvbind import edits, profiles
+    from nvbind.core import edits, profiles
     from nvbind.host import inventory
     offered = set(settings["capabilities"])
     refused = [c for c in req.capabilities if c not in offered]
@@ -70,7 +71,7 @@ def _pipeline(args: Args, cfg: dict, with_hook: bool = True, result: dict | None
 def _take_leases(args: Args, ed, bundle: str, cid: str | None, hostname: str | None) -> None:
     if not ed.leases:
         return
-    from nvbind import leases
+    from nvbind.apply import leases
     notes = leases.acquire(args.settings["lease_dir"], ed.leases,
                            {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
     args.result["leases"] = ed.leases
@@ -173,7 +174,8 @@ def cmd_poststop(args: Args, rest: list[str]) -> int:
     """Release what the container held (exclusive GPU leases). Safe to call twice, for a
     container nvbind never touched, or with a state it cannot read (poststop failures are
     only warnings for the engine anyway)."""
-    from nvbind import leases, oci
+    from nvbind.apply import leases
+    from nvbind import oci
     data = oci.read_stdin(sys.stdin.buffer)
     try:
         state = oci.parse_state(data)
