@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from conftest import decide_edits
+
 from nvbind.core import edits, profiles
 from nvbind.errors import InputError
 from nvbind.host import inventory
@@ -13,7 +15,7 @@ HOOK = ("/usr/local/bin/nvbind", "nvbind")
 
 
 def plan(inv, env, ann=None):
-    return edits.compute(inv, from_config(env, ann or {}), profiles.get(None), HOOK)
+    return decide_edits(inv, env, ann, hook=HOOK)
 
 
 @pytest.fixture(scope="module")

@@ -257,3 +257,24 @@ def render(checks: list[dict]) -> str:
         if c["fix"] and c["status"] != PASS:
             lines.append(f"       {'':<{width}}  fix: {c['fix']}")
     return "\n".join(lines)
+
+
+def main(settings, ns) -> int:
+    """`nvbind doctor [--json]`: exit 0 all pass, 1 a warning, 3 a failure."""
+    import json
+    nvml = None
+    if settings.root == "/":
+        from nvbind.host import inventory
+        backend, _ = inventory.backend_for("/")
+        nvml = backend if backend.name == "nvml" else None
+    try:
+        checks = run(settings.root, settings.config, settings.cache_dir, settings.log, nvml)
+    finally:
+        getattr(nvml, "close", lambda: None)()
+    code = worst(checks)
+    if ns.json:
+        print(json.dumps({"checks": checks, "worst": ("pass", "warn", "fail")[min(code, 2)],
+                          "exit_status": code}, indent=2))
+    else:
+        print(render(checks))
+    return code
