@@ -25,6 +25,9 @@ verbs:
   metrics [--listen [ADDR:]PORT] Prometheus text: GPUs (NVML), per container, hook counters
   plan --bundle DIR [--json]     what would be injected and why; changes nothing
   info [--json] [--refresh]      host inventory; --refresh rebuilds the hooks' cache (NVML)
+  device-plugin [--plugin-dir DIR] [--dry-run]
+                                 Kubernetes device plugin (kubelet API v1beta1, gRPC);
+                                 default dir /var/lib/kubelet/device-plugins
   --version
 global options:
   --root DIR                     treat DIR as the host's / for discovery (env NVBIND_ROOT)
@@ -156,6 +159,9 @@ def run(argv: list[str]) -> int:
     if verb in ADMIN:
         from nvbind import admin
         return getattr(admin, ADMIN[verb])(args, rest)
+    if verb == "device-plugin":
+        from nvbind.k8s import plugin    # grpc: only here, never on a hook path
+        return plugin.main(args, rest)
     if verb in ("install", "uninstall"):
         from nvbind import admin
         return admin.cmd_install(args, rest, remove=verb == "uninstall")
