@@ -29,13 +29,13 @@ def gpu_uuid(i):
 
 
 @contextlib.contextmanager
-def plugin(root, plugin_dir, tmp_path, config=CFG, name="dp"):
+def plugin(root, plugin_dir, tmp_path, config=CFG, name="dp", cmd=None):
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(config)
     err = open(tmp_path / f"{name}.stderr", "w+")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": "off",
            "NVBIND_CONFIG": str(cfg), "NVBIND_CACHE_DIR": str(tmp_path / "cache")}
-    p = subprocess.Popen(nvbind_cmd() + ["--root", root, "device-plugin", "--plugin-dir", plugin_dir],
+    p = subprocess.Popen((cmd or nvbind_cmd()) + ["--root", root, "device-plugin", "--plugin-dir", plugin_dir],
                          stdout=subprocess.DEVNULL, stderr=err, env=env)
     p.stderr_file = err
     try:
@@ -232,3 +232,35 @@ def test_single_strategy_refuses_a_node_with_mig_on_one_gpu(podman_env, tmp_path
                    env={"NVBIND_CONFIG": str(cfg), "NVBIND_CACHE_DIR": str(tmp_path)})
     assert r.returncode != 0
     assert b"single needs MIG on every GPU" in r.stderr
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FROZEN_K8S = os.path.join(REPO, "dist", "nvbind-k8s")
+FROZEN = os.path.join(REPO, "dist", "nvbind")
+
+
+def test_frozen_device_plugin(podman_env, kubelet, tmp_path):
+    """dist/nvbind-k8s (make dist) serves the plugin; dist/nvbind, which must stay small,
+    has no gRPC and says where the plugin is."""
+    if not os.path.exists(FROZEN_K8S):
+        pytest.skip("dist/nvbind-k8s not built (make test builds it with `make dist`)")
+    root, _pm = podman_env
+    assert os.path.getsize(FROZEN) <= 20 << 20 and os.path.getsize(FROZEN_K8S) <= 20 << 20
+    with plugin(root, kubelet.dir, tmp_path, cmd=[FROZEN_K8S]) as p:
+        req, _ = register(kubelet, p)
+        ch, stub = kubelet.plugin(req.endpoint)
+        with ch:
+            ids = [d.ID for d in next(stub.ListAndWatch(api_pb2.Empty(), timeout=30)).devices]
+            assert ids == [gpu_uuid(0), gpu_uuid(1)]
+            resp = stub.Allocate(api_pb2.AllocateRequest(container_requests=[
+                api_pb2.ContainerAllocateRequest(devices_ids=[gpu_uuid(0)])]))
+            assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == gpu_uuid(0)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0, stderr_of(p)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    r = subprocess.run([FROZEN, "--root", root, "device-plugin", "--plugin-dir", kubelet.dir],
+                       capture_output=True, text=True, timeout=60,
+                       env={"NVBIND_LOG": "off", "NVBIND_CONFIG": str(cfg),
+                            "NVBIND_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 1 and "nvbind-k8s" in r.stderr, r.stderr

@@ -387,6 +387,13 @@ def main(args, rest: list[str]) -> int:
                  "numa": u.numa} for u in us] for r, us in units.items()}, "notes": notes},
             indent=2))
         return 0
+    try:
+        import grpc  # noqa: F401
+        from nvbind.k8s import api_pb2  # noqa: F401  (protobuf)
+    except ImportError as e:
+        raise NvbindError(f"this nvbind has no gRPC ({e}): the frozen device plugin is "
+                          "nvbind-k8s (make dist builds it); from source, install the [k8s] "
+                          "extra (grpcio, protobuf)") from None
     if not any(units.values()):
         raise NvbindError("no device to advertise (see the notes above)")
     if not os.path.isdir(plugin_dir):
