@@ -70,9 +70,11 @@ class Kubelet:
     def sock(self) -> str:
         return os.path.join(self.dir, "kubelet.sock")
 
-    def start(self) -> "Kubelet":
+    def start(self, cleanup: bool = True) -> "Kubelet":
+        """cleanup=False: only a new kubelet.sock (as when the directory's clean-up failed
+        or something else re-created the socket); the plugin must register again anyway."""
         os.makedirs(self.dir, mode=0o750, exist_ok=True)
-        for n in os.listdir(self.dir):          # CleanupPluginDirectory
+        for n in os.listdir(self.dir) if cleanup else ():    # CleanupPluginDirectory
             p = os.path.join(self.dir, n)
             if n != CHECKPOINT and not os.path.isdir(p):
                 os.unlink(p)

@@ -176,3 +176,28 @@ def test_config_file_device_plugin_table(tmp_path):
         config.parse("c.toml", b'[device_plugin]\nmig_strategy = "some"\n')
     with pytest.raises(InputError, match="device_plugin"):
         config.parse("c.toml", b'[device_plugin]\nreplica = 4\n')
+
+
+def test_mig_profile_from_nvml_device_name(monkeypatch):
+    """NVML names a MIG device '<GPU name> MIG <profile>'; the profile is what mixed
+    resource names use. NVML itself is not on the test machines: a module answering
+    the same calls stands in for it (the parsing is what is tested)."""
+    import sys
+    import types
+
+    from nvbind.k8s import plugin
+    g = gpu(0, migs=(1, 2))
+    fake = types.SimpleNamespace(
+        NVMLError=Exception, nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda u: ("gpu", u),
+        nvmlDeviceGetMaxMigDeviceCount=lambda h: 7,
+        nvmlDeviceGetMigDeviceHandleByIndex=lambda h, j: (_ for _ in ()).throw(Exception("none"))
+        if j > 1 else ("mig", j),
+        nvmlDeviceGetName=lambda m: [b"NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+                                     "NVIDIA A100-SXM4-80GB MIG 3g.40gb"][m[1]],
+        nvmlDeviceGetUUID=lambda m: f"MIG-0{m[1]}-uuid")
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    profs = plugin.nvml_mig_profiles(inv(g))
+    assert profs == {"MIG-00-uuid": "1g.10gb", "MIG-01-uuid": "3g.40gb"}
+    res, _ = dv.plan(st(mig_strategy="mixed"), inv(g), mig_profiles=profs)
+    assert sorted(res) == ["nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"]

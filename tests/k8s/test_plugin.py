@@ -171,6 +171,20 @@ def test_kubelet_restart_registers_again(podman_env, kubelet, tmp_path):
         assert "plugin socket gone: serving again" in stderr_of(p)
 
 
+def test_new_kubelet_sock_alone_registers_again(podman_env, kubelet, tmp_path):
+    root, _pm = podman_env
+    with plugin(root, kubelet.dir, tmp_path) as p:
+        register(kubelet, p)
+        kubelet.stop()
+        restarted = Kubelet(kubelet.dir).start(cleanup=False)    # our socket stays
+        try:
+            req, _ = register(restarted, p)
+            assert req.endpoint == "nvbind-gpu.sock"
+        finally:
+            restarted.stop()
+        assert "plugin socket gone" not in stderr_of(p)
+
+
 def test_own_restart_stale_socket_and_sigterm(podman_env, kubelet, tmp_path):
     root, _pm = podman_env
     sock = os.path.join(kubelet.dir, "nvbind-gpu.sock")
