@@ -57,6 +57,14 @@ def stderr_of(p) -> str:
     return p.stderr_file.read()
 
 
+def wait_for(p, text, count=1, timeout=20):
+    """Until the plugin's stderr holds `text` `count` times (its side of an RPC is done)."""
+    deadline = time.monotonic() + timeout
+    while stderr_of(p).count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} x{count}:\n{stderr_of(p)}"
+        time.sleep(0.05)
+
+
 def register(kubelet, p):
     try:
         return kubelet.next_registration(timeout=30)
@@ -148,6 +156,7 @@ def test_kubelet_restart_registers_again(podman_env, kubelet, tmp_path):
     root, _pm = podman_env
     with plugin(root, kubelet.dir, tmp_path) as p:
         req, _ = register(kubelet, p)
+        wait_for(p, "registered nvidia.com/gpu")
         ch, stub = kubelet.plugin(req.endpoint)
         stream = stub.ListAndWatch(api_pb2.Empty(), timeout=60)
         next(stream)
@@ -175,11 +184,14 @@ def test_new_kubelet_sock_alone_registers_again(podman_env, kubelet, tmp_path):
     root, _pm = podman_env
     with plugin(root, kubelet.dir, tmp_path) as p:
         register(kubelet, p)
+        wait_for(p, "registered nvidia.com/gpu")      # the plugin has the kubelet's answer
         kubelet.stop()
         restarted = Kubelet(kubelet.dir).start(cleanup=False)    # our socket stays
         try:
             req, _ = register(restarted, p)
             assert req.endpoint == "nvbind-gpu.sock"
+            wait_for(p, "registered nvidia.com/gpu", 2)
+            assert "registration failed" not in stderr_of(p)
         finally:
             restarted.stop()
         assert "plugin socket gone" not in stderr_of(p)
