@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time
 SIM ?= .sim
 
-.PHONY: setup apt venv demo test unit e2e bench clean
+.PHONY: setup apt venv demo test unit e2e bench clean proto
 
 setup: apt venv
 
@@ -21,7 +21,7 @@ apt:
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test,k8s]'
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -44,6 +44,11 @@ bench: setup dist
 
 clean:
 	rm -rf $(VENV) $(SIM) build dist
+
+# The kubelet device plugin API: regenerate the committed Python modules from api.proto
+# (tests/k8s/test_proto.py checks that the committed ones are what this gives).
+proto: venv
+	cd hook && ../$(VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. nvbind/k8s/api.proto
 
 # The frozen executable: dist/nvbind (one file, carries the one-dir tree) and dist/nvbind-dir.
 dist: venv

@@ -24,7 +24,8 @@ admin (nvbind VERB --help for each):
   config validate|show|import-surge
   doctor [--json]                checks with pass/warn/fail and a fix each (exit 0/1/3)
   metrics [--listen [ADDR:]PORT] Prometheus text: GPUs (NVML), per container, hook counters
-  device-plugin [--plugin-dir D] Kubernetes device plugin (kubelet API v1beta1)
+  device-plugin [--plugin-dir D] [--dry-run]
+                                 Kubernetes device plugin (kubelet API v1beta1, gRPC)
   --version
 
 global options:

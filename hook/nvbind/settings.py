@@ -105,6 +105,9 @@ def load(path: str | None = None) -> dict:
     from nvbind import fastjson
     key = [path, st.st_ino, st.st_size, st.st_mtime_ns]
     cache_dir = os.environ.get("NVBIND_CACHE_DIR") or DEFAULT_CACHE_DIR
+    if cache_dir in ("off", "") or not os.path.isabs(cache_dir):
+        with open(path, "rb") as f:        # no cache: validate every time
+            return _merge(DEFAULTS, parse(path, f.read(1 << 20)))
     cfile = _cache_file(cache_dir, path)
     try:
         with open(cfile, "rb") as f:

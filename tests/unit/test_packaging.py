@@ -29,7 +29,10 @@ def test_kubernetes_manifests():
         args = c["args"]
         # every verb the manifests use is one nvbind has
         verb = args[args.index("--root") + 2] if "--root" in args else args[0]
-        assert verb in ("install", "cdi")
+        assert verb in ("install", "cdi", "device-plugin")
+        if verb == "device-plugin":       # the build with grpc (packaging/nvbind.spec)
+            assert c["command"] == ["/usr/local/bin/nvbind-k8s"]
+            assert "COPY dist/nvbind-k8s /usr/local/bin/nvbind-k8s" in containerfile
     mounts = {m["name"] for c in spec["initContainers"] + spec["containers"] for m in c["volumeMounts"]}
     assert mounts <= {v["name"] for v in spec["volumes"]}
     assert ds["spec"]["selector"]["matchLabels"] == ds["spec"]["template"]["metadata"]["labels"]

@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("device-plugin", help="Kubernetes device plugin (kubelet API v1beta1)")
     p.add_argument("--plugin-dir", default="/var/lib/kubelet/device-plugins", metavar="DIR")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be advertised (JSON) and exit; no gRPC")
     return top
 
 
