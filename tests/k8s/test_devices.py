@@ -1,7 +1,7 @@
 """The device plugin's decisions (nvbind.k8s.devices): pure, over hand-made inventories."""
 import pytest
 
-from nvbind import config
+from nvbind import settings as config
 from nvbind.errors import InputError
 from nvbind.host.model import Gpu, Inventory, Mig
 from nvbind.k8s import devices as dv

@@ -25,7 +25,7 @@ def test_precreate_imports_no_grpc(sim_root, tmp_path):
                        {"NVBIND_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert "/dev/nvidia0" in r.stdout.decode()          # it did inject: the path was walked
-    assert "nvbind.edits" in mods                        # and importtime saw the modules
+    assert "nvbind.core.edits" in mods                        # and importtime saw the modules
     bad = sorted(m for m in mods if m.split(".")[0] in {"grpc", "google"} or m.startswith("nvbind.k8s"))
     assert not bad, bad
 

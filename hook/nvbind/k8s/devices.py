@@ -66,7 +66,7 @@ class Allocation(Record):
 
 def settings(config: dict) -> Settings:
     """[device_plugin] with defaults; isolation and MPS limits from its profile."""
-    from nvbind import profiles
+    from nvbind.core import profiles
     dp = dict(DEFAULTS)
     dp.update(config.get("device_plugin") or {})
     if dp["mig_strategy"] not in STRATEGIES:
