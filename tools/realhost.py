@@ -69,7 +69,8 @@ NVIDIA_PKGS = (
 )
 FORBIDDEN = re.compile(r"^(nvidia-kernel-|nvidia-open-kernel-|linux-image-|linux-headers-|dkms$)")
 IMAGE_PKGS = ("libglvnd0", "libegl1", "libgl1", "libglx0", "libxext6", "libvulkan1",
-              "ocl-icd-libopencl1", "vulkan-tools")
+              "ocl-icd-libopencl1", "vulkan-tools", "libgbm1", "libwayland-client0",
+              "libwayland-server0")
 EXTRA_DEB = "libyaml-0-2"
 COMPONENTS = "main contrib non-free non-free-firmware"
 VIRTIO_BUS = "0000:00:02.0"      # card0: the VM's own virtio-gpu, not NVIDIA's
