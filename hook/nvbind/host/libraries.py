@@ -163,8 +163,11 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             for d in BIN_DIRS:
                 real = fsroot.resolve(root, f"{d}/{name}")
                 if real and _regular(root, real):
-                    files.append(File("binary", cap, real, fsroot.host(root, real),
-                                      f"{cap} binary found in {d}"))
+                    # in /usr/bin, on every image's PATH, as NVIDIA mounts them, whatever
+                    # the host's link (Debian's alternatives) resolves to
+                    files.append(File("binary", cap, f"/usr/bin/{name}", fsroot.host(root, real),
+                                      f"{cap} binary found in {d}"
+                                      + (f" (resolves to {real})" if real != f"{d}/{name}" else "")))
                     break
             else:
                 skipped.append((name, "binary not found"))
