@@ -59,7 +59,9 @@ GRAPHICS_FILES = {
                  "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json"),
     "compute": ("/etc/OpenCL/vendors/nvidia.icd",),
     "display": ("/usr/lib/xorg/modules/drivers/nvidia_drv.so",
-                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}"),
+                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}",
+                # Debian: no version suffix (a link through its alternatives)
+                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"),
 }
 SOCKETS = {
     "utility": ("/run/nvidia-persistenced/socket",),
@@ -92,10 +94,21 @@ def load_cache(root: str, skipped: list) -> list | None:
 
 
 def _regular(root, path):
+    """Whether `path` is a regular file, links followed inside root (an absolute link
+    under --root points into the root, never at this machine's /)."""
+    real = fsroot.resolve(root, path) if root not in ("", "/") else path
+    if real is None:
+        return False
     try:
-        return stat.S_ISREG(os.stat(fsroot.host(root, path)).st_mode)
+        return stat.S_ISREG(os.stat(fsroot.host(root, real)).st_mode)
     except OSError:
         return False
+
+
+def _real(root, path):
+    """Host path of the file `path` leads to, links resolved inside root."""
+    real = fsroot.resolve(root, path) if root not in ("", "/") else os.path.realpath(path)
+    return fsroot.host(root, real)
 
 
 def find_library(root, base, version, arch, cache_entries, skipped):
@@ -190,7 +203,7 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             p = p.format(version=version)
             kind = "display" if cap == "display" else "config"
             if _regular(root, p):
-                files.append(File(kind, cap, p, fsroot.host(root, p), f"{cap} configuration/module"))
+                files.append(File(kind, cap, p, _real(root, p), f"{cap} configuration/module"))
     if "ngx" in caps:
         # DLSS for Windows games: Proton looks for nvngx.dll in nvidia/wine/ beside the GL
         # libraries (the driver installs it there)
