@@ -10,7 +10,7 @@ container's own /run, never the node's.
 import json
 import os
 
-from realenv import nvbind
+from realenv import debian_host, host, nvbind, real, real_state  # noqa: F401 (fixtures)
 
 OUT_NAME = "nvbind-realhost-test.json"
 

@@ -24,6 +24,8 @@ import re
 
 import pytest
 
+from realenv import debian_host, host, real, real_state  # noqa: F401 (fixtures)
+
 NVIDIA = {
     "utility": {"libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so",
                 "bin:nvidia-smi", "bin:nvidia-debugdump", "bin:nvidia-persistenced",

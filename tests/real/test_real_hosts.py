@@ -11,6 +11,8 @@ import re
 
 import pytest
 
+from realenv import debian_host, host, real, real_state  # noqa: F401 (fixtures)
+
 # nvidia-smi's own words when /dev/nvidiactl answers ENXIO (no kernel module): verified by
 # running Debian's 535.261.03 nvidia-smi in these containers.
 SMI_NO_DRIVER = "couldn't communicate with the NVIDIA driver"
