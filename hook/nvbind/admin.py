@@ -19,6 +19,27 @@ def _cdi_text(args: Args, capabilities, fmt: str) -> str:
     return (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
 
 
+def _output_path(root: str, output: str) -> str:
+    """Where `cdi generate --output` writes, its directory created if missing. An output
+    under --root is resolved inside the root: the DaemonSet writes /host/var/run/cdi/...
+    and /var/run is a link to /run, which must mean the node's /run (/host/run), not the
+    /run of the container nvbind runs in."""
+    out = os.path.abspath(output)
+    r = root.rstrip("/")
+    if not (r and out.startswith(r + "/")):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        return out
+    from nvbind import fsroot
+    cur = ""
+    for name in [p for p in os.path.dirname(out[len(r):]).split("/") if p]:
+        nxt = fsroot.resolve(root, f"{cur}/{name}")
+        if nxt is None:
+            nxt = f"{cur}/{name}"
+            os.mkdir(r + nxt, 0o755)
+        cur = nxt.rstrip("/")
+    return f"{r}{cur}/{os.path.basename(out)}"
+
+
 def cmd_cdi(args: Args, rest: list[str]) -> int:
     from nvbind.apply import cdi
     if not rest:
@@ -59,9 +80,10 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
             if text is not None and text != last:
                 if output:
                     from nvbind.apply.shim import write_atomically
-                    write_atomically(os.path.abspath(output), text)
-                    os.chmod(output, 0o644)
-                    print(f"wrote {output}", file=sys.stderr)
+                    path = _output_path(args.root, output)
+                    write_atomically(path, text)
+                    os.chmod(path, 0o644)
+                    print(f"wrote {path}", file=sys.stderr)
                 else:
                     sys.stdout.write(text)
                 last = text
