@@ -68,7 +68,7 @@ SOCKETS = {"/run/nvidia-persistenced/socket": "utility"}
 def classify(path: str, version: str) -> tuple[str, str]:
     """(kind, item) for a container path nvbind mounted."""
     base = os.path.basename(path)
-    if path.startswith("/lib/firmware/nvidia/"):
+    if path.startswith(("/lib/firmware/nvidia/", "/usr/lib/firmware/nvidia/")):   # merged /usr
         return "firmware", path
     if path in SOCKETS:
         return "socket", path
