@@ -184,9 +184,9 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
                     break
             else:
                 skipped.append((name, "binary not found"))
+    # GSP firmware goes to every GPU container, whatever its capabilities (NVIDIA's
+    # lookup_firmwares is not tied to one): see Inventory.files_for
     fw = FIRMWARE_DIR.format(version=version)
-    if not caps & {"utility", "compute"}:
-        fw = None
     try:
         names = sorted(os.listdir(fsroot.host(root, fw))) if fw else []
     except OSError:

@@ -54,7 +54,8 @@ class Inventory(Record):
     FROZEN = False
 
     def files_for(self, capabilities) -> list[File]:
-        return [f for f in self.files if f.capability in capabilities]
+        """The files for a container with these capabilities; GSP firmware for every one."""
+        return [f for f in self.files if f.capability in capabilities or f.kind == "firmware"]
 
     def to_json(self) -> dict:
         return {
