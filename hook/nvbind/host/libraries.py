@@ -27,8 +27,15 @@ LIBRARIES = {
     "graphics": ("libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so",
                  "libnvidia-glsi.so", "libnvidia-fbc.so", "libnvidia-ifr.so", "libnvidia-rtcore.so",
                  "libnvoptix.so", "libGLX_nvidia.so", "libEGL_nvidia.so", "libGLESv2_nvidia.so",
-                 "libGLESv1_CM_nvidia.so", "libnvidia-glvkspirv.so", "libnvidia-cbl.so"),
+                 "libGLESv1_CM_nvidia.so", "libnvidia-glvkspirv.so", "libnvidia-cbl.so",
+                 "libnvidia-vulkan-producer.so"),
     "ngx": ("libnvidia-ngx.so",),
+}
+# Libraries the driver uses that carry their own version, not the driver's (egl-gbm and
+# egl-wayland are separate projects): found by soname. The toolkit's graphics discoverer
+# mounts them; their JSON files in egl_external_platform.d name them.
+OWN_VERSION = {
+    "graphics": ("libnvidia-egl-gbm.so.1", "libnvidia-egl-wayland.so.1"),
 }
 # compat32 is the 32-bit build of the compute, utility, video and graphics libraries.
 COMPAT32_OF = ("utility", "compute", "video", "graphics")
@@ -56,7 +63,10 @@ GRAPHICS_FILES = {
                  "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
                  "/etc/glvnd/egl_vendor.d/10_nvidia.json",
                  "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
-                 "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json"),
+                 "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+                 "/usr/share/nvidia/nvoptix.bin",           # OptiX's data
+                 # the GBM backend (a link to libnvidia-allocator on every layout)
+                 "/usr/lib/x86_64-linux-gnu/gbm/nvidia-drm_gbm.so", "/usr/lib64/gbm/nvidia-drm_gbm.so"),
     "compute": ("/etc/OpenCL/vendors/nvidia.icd",),
     "display": ("/usr/lib/xorg/modules/drivers/nvidia_drv.so",
                 "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}",
@@ -169,6 +179,24 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             path, why, soname = hit
             files.append(File("library", cap, path, fsroot.host(root, path),
                               f"{cap} library: {why}", soname))
+    for cap, sonames in OWN_VERSION.items():
+        if cap not in caps:
+            continue
+        for soname in sonames:
+            cands = [(p, f"ld.so.cache entry {soname}") for n, p in native or () if n == soname]
+            cands += [(f"{d}/{soname}", "directory scan") for d in LIB_DIRS.get(arch, ())]
+            for cand, why in cands:
+                real = fsroot.resolve(root, cand)
+                if real is None or not _regular(root, real):
+                    continue
+                info = elf.read(fsroot.host(root, real))
+                if info is not None and info.arch is not None and info.arch != arch:
+                    continue
+                files.append(File("library", cap, real, fsroot.host(root, real),
+                                  f"{cap} library (own version): {why}", soname))
+                break
+            else:
+                skipped.append((f"{soname} ({cap}, {arch})", "not found"))
     for cap, names in BINARIES.items():
         if cap not in caps:
             continue
