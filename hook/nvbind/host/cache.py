@@ -19,7 +19,7 @@ from nvbind import fastjson
 from nvbind.host import procfs
 from nvbind.host.model import File, Gpu, Inventory, Mig, Node
 
-FORMAT = "nvbind-inventory-1"
+FORMAT = "nvbind-inventory-2"   # 2: compat32:<base>, binaries at /usr/bin
 NAME = "inventory.json"
 
 

@@ -169,7 +169,10 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
     groups = [(cap, libs, arch, native) for cap, libs in LIBRARIES.items() if cap in caps]
     if arch == "x86_64" and "compat32" in caps:
         i386 = ldcache.for_arch(entries, "i386") if entries else None
-        groups += [("compat32", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF if c in caps]
+        # labelled compat32:<base>: a container gets them only with compat32 AND the base
+        # capability (Inventory.files_for), as libnvidia-container resolves its lists for
+        # the 32-bit architecture only for the capabilities asked for
+        groups += [(f"compat32:{c}", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF if c in caps]
     for cap, libs, a, ents in groups:
         for base in libs:
             hit = find_library(root, base, version, a, ents, skipped)
