@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time debootstrap
 SIM ?= .sim
 
-.PHONY: setup apt venv demo test unit e2e bench clean proto
+.PHONY: setup apt venv demo test unit e2e bench clean proto realhost real
 
 setup: apt venv
 
@@ -38,6 +38,14 @@ unit: venv
 
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
+
+# Real NVIDIA packages (Debian's 535, and the .run layout made from them) in debootstrap roots,
+# cached under .cache/realhost/ and rebuilt when the package lists change (issue 12).
+realhost: setup
+	$(PY) tools/realhost.py >/dev/null
+
+real: realhost
+	$(PY) -m pytest -q tests/real
 
 bench: setup dist
 	$(PY) bench/run.py

@@ -214,7 +214,8 @@ def _cdi(root: str, r: str) -> dict:
     stale = []
     for p, spec in ours:
         for m in (spec.get("containerEdits") or {}).get("mounts") or []:
-            if not os.path.exists(m.get("hostPath", "")):   # CDI host paths are real paths
+            # CDI host paths are the host's (never carry the --root prefix): look under root
+            if not os.path.exists(r + m.get("hostPath", "")):
                 stale.append(p)
                 break
     return _check("CDI spec", WARN if stale else PASS,
