@@ -2,12 +2,12 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time debootstrap
 # make deb: patchelf (drop build-machine RUNPATHs), lintian; its test: systemd-analyze, man
 DEB_PKGS := dpkg-dev patchelf lintian systemd man-db
 SIM ?= .sim
 
-.PHONY: setup apt venv demo test unit e2e bench clean deb
+.PHONY: setup apt venv demo test unit e2e bench clean proto realhost real deb
 
 setup: apt venv
 
@@ -23,7 +23,7 @@ apt:
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test,k8s]'
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -41,11 +41,24 @@ unit: venv
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
+# Real NVIDIA packages (Debian's 535, and the .run layout made from them) in debootstrap roots,
+# cached under .cache/realhost/ and rebuilt when the package lists change (issue 12).
+realhost: setup
+	$(PY) tools/realhost.py >/dev/null
+
+real: realhost
+	$(PY) -m pytest -q tests/real
+
 bench: setup dist
 	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) $(SIM) build dist
+
+# The kubelet device plugin API: regenerate the committed Python modules from api.proto
+# (tests/k8s/test_proto.py checks that the committed ones are what this gives).
+proto: venv
+	cd hook && ../$(VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. nvbind/k8s/api.proto
 
 # The frozen executable: dist/nvbind (one file, carries the one-dir tree) and dist/nvbind-dir.
 dist: venv

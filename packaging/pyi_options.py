@@ -6,6 +6,15 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "pdb", "lib2to3", "sqlite
             "email", "http", "ssl", "asyncio", "multiprocessing", "concurrent", "curses",
             "distutils", "setuptools", "pip", "pkg_resources", "bz2", "lzma", "readline", "ctypes"]
 
+# The Kubernetes device plugin's gRPC stack (grpcio's cygrpc alone is 17 MB stripped, and it
+# imports asyncio, ssl and concurrent.futures): left out of dist/nvbind and the one-dir tree,
+# which must stay under the size target; dist/nvbind-k8s carries it (nvbind.spec).
+GRPC = ["grpc", "google.protobuf", "grpc_tools"]
+GRPC_NEEDS = ["asyncio", "concurrent", "ssl"]
+# what grpc's compiled cygrpc imports, which PyInstaller cannot see in a binary module
+GRPC_HIDDEN = ["pkgutil", "importlib.util", "asyncio", "ssl", "concurrent.futures",
+               "traceback", "textwrap", "linecache"]
+
 # Runtime hooks PyInstaller adds that nvbind does not need. pyi_rth_inspect imports
 # inspect and zipfile and lists base_library.zip on every start (to make
 # inspect.getsourcefile work in frozen programs, which nvbind never calls): ~15 ms.

@@ -96,6 +96,20 @@ def base_config(env=(), annotations=None) -> dict:
     }
 
 
+def decide_edits(host, env, ann=None, config=None, cfg=None, hook=("/usr/local/bin/nvbind", "nvbind")):
+    """The edits nvbind.decide gives a container with `env` and annotations `ann` (cfg: more
+    of its config.json), under the configuration dict `config`, on `host` (an Inventory, or
+    a callable taking the profile's devices)."""
+    from nvbind import decide
+    from nvbind.settings import Settings
+    oci_cfg = base_config(env=[f"{k}={v}" for k, v in env.items()], annotations=ann or {})
+    for k, v in (cfg or {}).items():
+        oci_cfg[k] = {**oci_cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    from nvbind.core.edits import ContainerEdits
+    d = decide.decide(Settings([], config=config or {}), oci_cfg, host, hook)
+    return d.edits if d.edits is not None else ContainerEdits(notes=list(d.reasons))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/e2e/" in str(item.fspath):

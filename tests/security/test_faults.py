@@ -76,6 +76,14 @@ def test_disk_full_for_log_cache_and_leases(full_disk, sim_root, tmp_path):
     excl = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"],
                                   annotations={"nvbind.io/isolation": "exclusive"}))
     r = run_nvbind(["--root", sim_root, "--config", str(cfg_file), "hook", "precreate"], excl, env=env)
+    assert r.returncode == 0, r.stderr
+    edited = json.loads(r.stdout)
+    entry = edited["hooks"]["createRuntime"][0]      # the lease is taken there, by container id
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(edited))
+    state = json.dumps({"ociVersion": "1.0.2", "id": "x", "pid": os.getpid(), "bundle": str(bundle)})
+    r = run_nvbind(entry["args"][1:], state, env=env)
     assert r.returncode == 1 and r.stdout == b""
     assert b"cannot write the lease" in r.stderr and b"refusing the exclusive container" in r.stderr
     assert os.listdir(full_disk / "leases") in ([], [".lock"])

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import nvbind_cmd, run_nvbind
-from nvbind import config, oci, requirements
+from nvbind import settings as config, oci
+from nvbind.core import requirements
 from nvbind.errors import InputError
 from nvbind.host import ldcache, procfs
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 MANY = settings(max_examples=10_000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -109,7 +110,7 @@ def test_config_file(text):
 @MANY
 @given(st.text(max_size=60))
 def test_device_lists(value):
-    from nvbind import edits
+    from nvbind.core import edits
     from nvbind.host.model import Gpu, Inventory, Mig
     inv = Inventory(root="/", backend="t", driver_version="1.0",
                     gpus=[Gpu(0, 0, "GPU-a", "0000:07:00.0", "m", "/dev/nvidia0",

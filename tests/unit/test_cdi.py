@@ -4,11 +4,12 @@ import os
 
 import pytest
 
-from conftest import REPO, SHARED, needs_shared, run_nvbind
-from nvbind import edits, profiles
-from nvbind.apply import cdi
+from conftest import REPO, SHARED, decide_edits, needs_shared, run_nvbind
+from nvbind.settings import Settings
+from nvbind.core import edits, profiles
+from nvbind.cdi import generate, io, validate as cdi
 from nvbind.host import inventory
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 CAPS = ("compute", "utility")
@@ -16,7 +17,7 @@ CAPS = ("compute", "utility")
 
 @pytest.fixture(scope="module")
 def spec(sim_root):
-    return cdi.generate(inventory.build(sim_root), CAPS, HOOK)
+    return generate.generate(Settings([], config={}), inventory.build(sim_root), CAPS, HOOK)
 
 
 def test_generated_spec_is_valid_and_minimal_version(spec):
@@ -36,13 +37,14 @@ def test_device_names(spec, sim_root):
 def test_edits_equal_precreate(spec, sim_root):
     """Top-level + device 1's edits == what precreate injects for NVIDIA_VISIBLE_DEVICES=1."""
     inv = inventory.build(sim_root)
-    ed = edits.compute(inv, from_config({"NVIDIA_VISIBLE_DEVICES": "1"}, {}), profiles.get(None), HOOK)
+    ed = decide_edits(inv, {"NVIDIA_VISIBLE_DEVICES": "1"}, hook=HOOK)
     top = spec["containerEdits"]
     dev = next(d for d in spec["devices"] if d["name"] == "1")["containerEdits"]
     nodes = {(n["path"], n["major"], n["minor"]) for n in top["deviceNodes"] + dev["deviceNodes"]}
     assert nodes == {(d.path, d.major, d.minor) for d in ed.devices}
+    # the spec is for the host sim_root is: host paths without the root prefix (issue 12)
     assert [(m["hostPath"], m["containerPath"], tuple(m["options"])) for m in top["mounts"]] == \
-        [(m.source, m.destination, m.options) for m in ed.mounts]
+        [(m.source.removeprefix(sim_root), m.destination, m.options) for m in ed.mounts]
     assert [(h["path"], tuple(h["args"]), tuple(h["env"])) for h in top["hooks"]] == \
         [(h.path, h.args, h.env) for h in ed.hooks]
     assert all(h["env"] for h in top["hooks"])
@@ -93,6 +95,9 @@ def _mutate(spec, fn):
     (lambda s: s["containerEdits"].update(netDevices=[{"hostInterfaceName": "", "name": "e"}],
                                            ), "non-empty"),
     (lambda s: s.update(cdiVersion=3), "schema"),
+    (lambda s: s["devices"][0]["containerEdits"]["deviceNodes"][0].update(major=-1), "major -1 is negative"),
+    (lambda s: s["devices"][0]["containerEdits"]["deviceNodes"][0].update(minor=-1), "minor -1 is negative"),
+    (lambda s: s["containerEdits"]["hooks"][0].update(path=""), "path is empty"),
 ])
 def test_rules_the_schema_misses(spec, fn, words):
     errors = _mutate(spec, fn)
@@ -101,22 +106,27 @@ def test_rules_the_schema_misses(spec, fn, words):
 
 def test_min_version_rules():
     base = {"kind": "a.b/c", "devices": [{"name": "x", "containerEdits": {"env": ["A=1"]}}]}
-    assert cdi.min_version(base) == "0.3.0"
-    assert cdi.min_version({**base, "kind": "a.b/c.d"}) == "0.6.0"
+    assert generate.min_version(base) == "0.3.0"
+    assert generate.min_version({**base, "kind": "a.b/c.d"}) == "0.6.0"
     s = copy.deepcopy(base)
     s["devices"][0]["containerEdits"]["mounts"] = [{"hostPath": "/a", "containerPath": "/a", "type": "bind"}]
-    assert cdi.min_version(s) == "0.4.0"
+    assert generate.min_version(s) == "0.4.0"
     s["devices"][0]["containerEdits"]["additionalGids"] = [5]
-    assert cdi.min_version(s) == "0.7.0"
+    assert generate.min_version(s) == "0.7.0"
     s["containerEdits"] = {"netDevices": [{"hostInterfaceName": "a", "name": "b"}]}
-    assert cdi.min_version(s) == "1.1.0"
+    assert generate.min_version(s) == "1.1.0"
 
 
-def test_yaml_output(spec):
-    text = cdi.to_yaml({"a": ["x", {"b": 1, "c": []}], "d": {}})
-    assert text == '"a":\n  - "x"\n  - "b": 1\n    "c": []\n"d": {}'
-    yaml = pytest.importorskip("yaml")
-    assert yaml.safe_load(cdi.to_yaml(spec)) == spec
+def test_yaml_round_trip(spec, tmp_path):
+    """YAML is written and read by PyYAML; what is read back is the spec, and it validates."""
+    import yaml
+    path = tmp_path / "nvidia.yaml"
+    path.write_text(io.dumps(spec, "yaml"))
+    assert yaml.safe_load(path.read_text()) == spec == io.load(str(path))
+    assert cdi.validate(io.load(str(path))) == []
+    path.write_text("cdiVersion: [unclosed")
+    with pytest.raises(Exception, match="not valid YAML"):
+        io.load(str(path))
 
 
 def test_cli_generate_validate_list(sim_root, tmp_path):
@@ -132,4 +142,4 @@ def test_cli_generate_validate_list(sim_root, tmp_path):
     r = run_nvbind(["cdi", "validate", str(bad)])
     assert r.returncode == 2 and b"required property" in r.stdout
     r = run_nvbind(["--root", sim_root, "cdi", "generate", "--format", "yaml"])
-    assert r.stdout.startswith(b'"cdiVersion": "0.5.0"')
+    assert r.stdout.startswith(b'cdiVersion: 0.5.0\n')

@@ -41,11 +41,17 @@ def test_gpu_request_validates_against_oci_schema(sim_root, oci_validator):
 
 
 def test_user_env_wins_and_is_reported(sim_root):
-    cfg = base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVBIND_GPUS=mine"])
+    """The container's own env wins, except nvbind's markers and the admin's CUDA_MPS_*."""
+    cfg = base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVBIND_GPUS=mine", "NVBIND_GPUS=again",
+                           "CUDA_CACHE_MAXSIZE=1", "NVBIND_PROFILE=ai-ml"])
     r = precreate(sim_root, cfg)
     env = json.loads(r.stdout)["process"]["env"]
-    assert "NVBIND_GPUS=mine" in env and not [e for e in env if e.startswith("NVBIND_GPUS=GPU")]
-    assert b"NVBIND_GPUS" in r.stderr
+    assert [e for e in env if e.startswith("NVBIND_GPUS=")] == [
+        next(e for e in env if e.startswith("NVBIND_GPUS=GPU-"))]
+    assert "CUDA_CACHE_MAXSIZE=1" in env and "NVBIND_PROFILE=ai-ml" in env
+    assert b"env NVBIND_GPUS: replaced the container's value (policy)" in r.stderr
+    assert b"env CUDA_CACHE_MAXSIZE: set by the container, kept its value" in r.stderr
+    assert b"NVBIND_PROFILE" not in r.stderr          # same value: nothing to say
 
 
 def test_same_input_same_bytes(sim_root):

@@ -2,18 +2,20 @@ import json
 
 import pytest
 
-from nvbind import edits, profiles
+from conftest import decide_edits
+
+from nvbind.core import edits, profiles
 from nvbind.errors import InputError
 from nvbind.host import inventory
 from nvbind.host.model import GpuRecord
 from nvbind.host.procfs import ProcfsBackend
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 
 
 def plan(inv, env, ann=None):
-    return edits.compute(inv, from_config(env, ann or {}), profiles.get(None), HOOK)
+    return decide_edits(inv, env, ann, hook=HOOK)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from nvbind import fsroot
+from nvbind.sysio import root as fsroot
 
 
 def test_resolve_keeps_links_inside_root(tmp_path):

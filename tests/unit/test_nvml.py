@@ -70,7 +70,7 @@ def test_nvml_telemetry_for_metrics_and_doctor():
     assert s[0] == {"index": 0, "uuid": "GPU-aaa", "util": 88, "mem_used": 5 << 30, "mem_total": 141 << 30,
                     "temp": 55, "power_mw": 350000, "processes": [(10, 1 << 30)]}
     assert b.persistence() is True
-    from nvbind import metrics
+    from nvbind.admin import metrics
     from nvbind.host.model import Gpu, Inventory
     inv = Inventory(root="/", backend="nvml", driver_version="570.86.15",
                     gpus=[Gpu(0, 1, "GPU-aaa", "0000:07:00.0", "NVIDIA H200", "/dev/nvidia1")])

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from conftest import nvbind_cmd, run_nvbind
-from nvbind import metrics
+from nvbind.admin import metrics
 from nvbind.host import inventory
 from nvbind.host.procfs import ProcfsBackend
 

@@ -17,7 +17,7 @@ def test_kubernetes_manifests():
     rc, ds = load("runtimeclass.json"), load("daemonset.json")
     assert rc["kind"] == "RuntimeClass" and rc["handler"] == "nvbind"
     # the handler is the runtime name nvbind install writes for containerd
-    from nvbind import install
+    from nvbind.admin import install
     assert 'runtimes.nvbind]' in install.CONTAINERD_DROPIN
     spec = ds["spec"]["template"]["spec"]
     with open(os.path.join(K8S, "Containerfile")) as f:
@@ -29,7 +29,10 @@ def test_kubernetes_manifests():
         args = c["args"]
         # every verb the manifests use is one nvbind has
         verb = args[args.index("--root") + 2] if "--root" in args else args[0]
-        assert verb in ("install", "cdi")
+        assert verb in ("install", "cdi", "device-plugin")
+        if verb == "device-plugin":       # the build with grpc (packaging/nvbind.spec)
+            assert c["command"] == ["/usr/local/bin/nvbind-k8s"]
+            assert "COPY dist/nvbind-k8s /usr/local/bin/nvbind-k8s" in containerfile
     mounts = {m["name"] for c in spec["initContainers"] + spec["containers"] for m in c["volumeMounts"]}
     assert mounts <= {v["name"] for v in spec["volumes"]}
     assert ds["spec"]["selector"]["matchLabels"] == ds["spec"]["template"]["metadata"]["labels"]

@@ -6,13 +6,14 @@ import subprocess
 
 import pytest
 
-from conftest import base_config, run_nvbind
-from nvbind import config, edits, profiles, requirements
+from conftest import base_config, decide_edits, run_nvbind
+from nvbind import settings as config
+from nvbind.core import edits, profiles, requirements
 from nvbind.errors import InputError, NvbindError
 from nvbind.host import inventory
 from nvbind.host.model import GpuRecord
 from nvbind.host.procfs import ProcfsBackend
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 HOOK = ("/usr/local/bin/nvbind", "nvbind")
 
@@ -21,11 +22,11 @@ def env_of(ed):
     return {e.name: e.value for e in ed.env}
 
 
-def plan(root, env, ann=None, profile=None, cfg=None, sources=None, **build):
-    req = from_config(env, ann or {}, cfg, sources)
-    prof = profiles.resolve(profile, None)
-    inv = inventory.build(root, capabilities=prof.capabilities or req.capabilities, **build)
-    return edits.compute(inv, req, prof, HOOK)
+def plan(root, env, ann=None, profile=None, cfg=None, config=None, **build):
+    if profile:
+        ann = {**(ann or {}), "nvbind.io/profile": profile}
+    return decide_edits(lambda devs: inventory.build(root, extra_devices=devs, **build),
+                        env, ann, config, cfg, HOOK)
 
 
 # ---- profile mappings -------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_config_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     entry.write_text("{garbage")
     assert config.load(path)["default_profile"] == "gaming"
     # validation is not repeated while the file is unchanged
-    import nvbind.config as c
+    import nvbind.settings as c
     monkeypatch.setattr(c, "schema_errors", lambda doc: pytest.fail("validated again"))
     assert config.load(path)["default_profile"] == "gaming"
 
@@ -168,7 +169,8 @@ mounts = [{ host_path = "/etc/OpenCL/vendors", container_path = "/opt/icd" }]
     r = run_nvbind(["--root", sim_root, "--config", path, "hook", "precreate"],
                    json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVBIND_PROFILE=nope"])),
                    env={"NVBIND_CACHE_DIR": str(tmp_path / "cache")})
-    assert r.returncode == 2 and b"unknown profile 'nope'; known: ai-ml, default, gaming, lab" in r.stderr
+    assert r.returncode == 2 and b"profile 'nope' (env NVBIND_PROFILE) may not be selected" in r.stderr
+    assert b"allowed_profiles = [default, ai-ml, gaming]" in r.stderr
 
 
 def test_offered_capabilities(tmp_path, sim_root):
@@ -177,16 +179,17 @@ def test_offered_capabilities(tmp_path, sim_root):
                    json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=0",
                                                "NVIDIA_DRIVER_CAPABILITIES=graphics"])),
                    env={"NVBIND_CACHE_DIR": str(tmp_path / "cache")})
-    assert r.returncode == 2 and b"capability graphics is not offered" in r.stderr
+    assert r.returncode == 2 and b"capability graphics (from env NVIDIA_DRIVER_CAPABILITIES) " \
+        b"is not offered: capabilities = [compute, utility]" in r.stderr
 
 
 # ---- request sources ----------------------------------------------------------------------
-def test_env_for_unprivileged_can_be_refused():
-    cfg = base_config()
-    r = from_config({"NVIDIA_VISIBLE_DEVICES": "0"}, {}, cfg, {"env_unprivileged": False})
-    assert r.empty and "ignored" in r.reasons[0]
-    cfg["process"]["capabilities"] = {"bounding": ["CAP_SYS_ADMIN"]}
-    assert not from_config({"NVIDIA_VISIBLE_DEVICES": "0"}, {}, cfg, {"env_unprivileged": False}).empty
+def test_env_for_unprivileged_can_be_refused(sim_root):
+    conf = {"sources": {"env_unprivileged": False}}
+    ed = plan(sim_root, {"NVIDIA_VISIBLE_DEVICES": "0"}, config=conf)
+    assert ed.empty and any("sources.env_unprivileged = false" in n for n in ed.notes)
+    priv = {"process": {"capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}}
+    assert not plan(sim_root, {"NVIDIA_VISIBLE_DEVICES": "0"}, cfg=priv, config=conf).empty
 
 
 def test_volume_mount_source():
@@ -216,10 +219,9 @@ def test_mig_config_devices_privileged_only(sim_root):
         from_config({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_MIG_CONFIG_DEVICES": "all"}, {}, base_config())
     cfg = base_config()
     cfg["process"]["capabilities"] = {"bounding": ["CAP_SYS_ADMIN"]}
-    req = from_config({"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_MIG_CONFIG_DEVICES": "all",
-                       "NVIDIA_MIG_MONITOR_DEVICES": "all"}, {}, cfg)
-    inv = inventory.build(sim_root)
-    ed = edits.compute(inv, req, profiles.get(None), HOOK)
+    ed = plan(sim_root, {"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_MIG_CONFIG_DEVICES": "all",
+                         "NVIDIA_MIG_MONITOR_DEVICES": "all"},
+              cfg={"process": {"capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}})
     nodes = {d.path for d in ed.devices}
     assert {"/dev/nvidia-caps/nvidia-cap1", "/dev/nvidia-caps/nvidia-cap2"} <= nodes
 
@@ -228,7 +230,8 @@ def test_mig_config_devices_privileged_only(sim_root):
 def test_exclusive_sets_leases_and_poststop_hook(sim_root):
     ed = plan(sim_root, {"NVIDIA_VISIBLE_DEVICES": "1"}, {"nvbind.io/isolation": "exclusive"})
     assert ed.isolation == "exclusive" and len(ed.leases) == 1 and ed.leases[0].startswith("GPU-")
-    assert [h.stage for h in ed.hooks] == ["createContainer", "poststop"]
+    assert [h.stage for h in ed.hooks] == ["createContainer", "createRuntime", "poststop"]
+    assert ed.hooks[1].args[-4:] == ("hook", "createRuntime", "--lease", ed.leases[0])
 
 
 def with_mps(sim_root, tmp_path):
@@ -257,53 +260,62 @@ def test_virtual_with_mps(sim_root, tmp_path):
     assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=12288M,1=12288M"
     m = next(m for m in ed.mounts if m.destination == "/tmp/nvidia-mps")
     assert m.source == root + "/tmp/nvidia-mps" and "ro" not in m.options and "noexec" in m.options
-    p = profiles.build("v", {"isolation": "virtual", "mps_thread_percentage": 50, "memory_limit": "1G"})
-    req = from_config({"NVIDIA_VISIBLE_DEVICES": "0"}, {})
-    ed = edits.compute(inventory.build(root), req, p, HOOK)
+    conf = {"default_profile": "v", "profiles": {"v": {"isolation": "virtual",
+                                                       "mps_thread_percentage": 50, "memory_limit": "1G"}}}
+    ed = plan(root, {"NVIDIA_VISIBLE_DEVICES": "0"}, config=conf)
     assert env_of(ed)["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
     assert env_of(ed)["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=1024M"
 
 
 def test_fifty_concurrent_exclusive_creates_one_wins(sim_root, tmp_path):
+    """precreate decides and adds a createRuntime entry that takes the lease; 50 containers
+    running that entry at once (each its own id and bundle, as runc hands them): one wins."""
     from conftest import nvbind_cmd
     leases = tmp_path / "leases"
     cfgfile = write(tmp_path, f'lease_dir = "{leases}"\n')
-    cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"],
-                                 annotations={"nvbind.io/isolation": "exclusive"})).encode()
+    env = {"PATH": "/usr/bin:/bin", "NVBIND_LOG": "off", "NVBIND_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_nvbind(["--root", sim_root, "--config", cfgfile, "hook", "precreate"],
+                   json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"],
+                                          annotations={"nvbind.io/isolation": "exclusive"})), env=env)
+    assert r.returncode == 0, r.stderr
+    edited = json.loads(r.stdout)
+    assert not os.path.exists(leases)                  # precreate takes no lease itself
+    entry = edited["hooks"]["createRuntime"][0]
+    assert entry["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
     procs = []
     for i in range(50):
         bundle = tmp_path / f"bundle{i}"
         bundle.mkdir()
-        procs.append(subprocess.Popen(nvbind_cmd() + ["--root", sim_root, "--config", cfgfile, "hook",
-                                                      "precreate"], cwd=bundle, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      env={"PATH": "/usr/bin:/bin", "NVBIND_LOG": "off",
-                                           "NVBIND_CACHE_DIR": str(tmp_path / "cache")}))
-    for p in procs:
-        p.stdin.write(cfg)
+        (bundle / "config.json").write_text(json.dumps(edited))
+        procs.append((bundle, subprocess.Popen([entry["path"], *entry["args"][1:]],
+                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, env=env)))
+    for i, (bundle, p) in enumerate(procs):
+        p.stdin.write(json.dumps({"ociVersion": "1.0.2", "id": f"c{i}", "status": "creating",
+                                  "pid": os.getpid(), "bundle": str(bundle)}).encode())
         p.stdin.close()
-    results = [(p.wait(), p.stdout.read(), p.stderr.read()) for p in procs]
+    results = [(p.wait(), p.stdout.read(), p.stderr.read()) for _, p in procs]
     winners = [i for i, (rc, _, _) in enumerate(results) if rc == 0]
     assert len(winners) == 1, [r[2] for r in results][:3]
     held = [err for rc, _, err in results if rc != 0]
-    assert all(b"is held exclusively by container" in e and f"bundle{winners[0]}".encode() in e
-               for e in held)
+    assert all(b"is held exclusively by container" in e and f"c{winners[0]}".encode() in e
+               for e in held), held[:2]
     # poststop of the winner releases it; then another container gets the GPU
-    state = json.dumps({"ociVersion": "1.0.2", "id": "w", "status": "stopped",
+    state = json.dumps({"ociVersion": "1.0.2", "id": f"c{winners[0]}", "status": "stopped",
                         "bundle": str(tmp_path / f"bundle{winners[0]}")})
-    r = run_nvbind(["--config", cfgfile, "hook", "poststop"], state,
-                   env={"NVBIND_CACHE_DIR": str(tmp_path / "cache")})
+    r = run_nvbind(["--config", cfgfile, "hook", "poststop"], state, env=env)
     assert r.returncode == 0 and os.listdir(leases) == [".lock"]
     # twice, and for a stranger: still fine
     assert run_nvbind(["--config", cfgfile, "hook", "poststop"], state).returncode == 0
-    r = subprocess.run(nvbind_cmd() + ["--root", sim_root, "--config", cfgfile, "hook", "precreate"],
-                       cwd=tmp_path / "bundle7", input=cfg, capture_output=True,
-                       env={"PATH": "/usr/bin:/bin", "NVBIND_LOG": "off"})
+    other = 7 if winners[0] != 7 else 8
+    r = subprocess.run([entry["path"], *entry["args"][1:]], capture_output=True, env=env,
+                       input=json.dumps({"ociVersion": "1.0.2", "id": f"c{other}", "pid": os.getpid(),
+                                         "bundle": str(tmp_path / f"bundle{other}")}).encode())
     assert r.returncode == 0, r.stderr
 
 
 def test_stale_lease_is_reclaimed(tmp_path):
-    from nvbind import leases
+    from nvbind.apply import leases
     gone = tmp_path / "gone"
     gone.mkdir()
     leases.acquire(str(tmp_path / "l"), ["GPU-1"], {"bundle": str(gone)})
@@ -336,12 +348,12 @@ class FakeNvml(ProcfsBackend):
 ])
 def test_requirements(sim_root, expr, ok):
     inv = inventory.build(sim_root, FakeNvml(sim_root))
-    req = from_config({"NVIDIA_VISIBLE_DEVICES": "1", "NVIDIA_REQUIRE_CUDA": expr}, {})
+    env = {"NVIDIA_VISIBLE_DEVICES": "1", "NVIDIA_REQUIRE_CUDA": expr}
     if ok:
-        edits.compute(inv, req, profiles.get(None), HOOK)
+        decide_edits(inv, env)
     else:
         with pytest.raises(NvbindError) as e:
-            edits.compute(inv, req, profiles.get(None), HOOK)
+            decide_edits(inv, env)
         assert expr in str(e.value) and ("is 12.4" in str(e.value) or "is 550.54.14" in str(e.value)
                                          or "is 9.0" in str(e.value) or "is tesla" in str(e.value))
 
@@ -350,15 +362,15 @@ def test_requirements_disable_and_several_vars(sim_root):
     inv = inventory.build(sim_root, FakeNvml(sim_root))
     env = {"NVIDIA_VISIBLE_DEVICES": "1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.0", "NVIDIA_REQUIRE_X": "arch=8.0"}
     with pytest.raises(NvbindError, match="arch=8.0"):
-        edits.compute(inv, from_config(env, {}), profiles.get(None), HOOK)
+        decide_edits(inv, env)
     env["NVIDIA_DISABLE_REQUIRE"] = "1"
-    edits.compute(inv, from_config(env, {}), profiles.get(None), HOOK)
+    decide_edits(inv, env)
 
 
 def test_requirement_unknown_on_procfs(sim_root):
-    req = from_config({"NVIDIA_VISIBLE_DEVICES": "1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.0"}, {})
     with pytest.raises(NvbindError, match="cuda unknown on this host"):
-        edits.compute(inventory.build(sim_root), req, profiles.get(None), HOOK)
+        decide_edits(inventory.build(sim_root), {"NVIDIA_VISIBLE_DEVICES": "1",
+                                                 "NVIDIA_REQUIRE_CUDA": "cuda>=12.0"})
 
 
 @pytest.mark.parametrize("expr", ["cuda>>12", "gpu=1", "cuda>=twelve"])

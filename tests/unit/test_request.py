@@ -1,7 +1,7 @@
 import pytest
 
 from nvbind.errors import InputError
-from nvbind.request import from_config
+from nvbind.core.request import from_config
 
 
 def req(env=None, ann=None):

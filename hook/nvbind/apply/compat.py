@@ -10,7 +10,7 @@ from the image are never mounted or executed (CVE-2024-0132 came from doing that
 
 import os
 
-from nvbind import fsroot
+from nvbind.sysio import root as fsroot
 
 COMPAT_DIR = "/usr/local/cuda/compat"
 CONF = "00-nvbind-cuda-compat.conf"

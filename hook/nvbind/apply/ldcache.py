@@ -11,8 +11,8 @@ files through /proc/1/root and friends. Nothing from the image is ever executed.
 import fcntl
 import os
 
-from nvbind import fsroot
-from nvbind import sys as nsys
+from nvbind.sysio import root as fsroot
+from nvbind.sysio import syscalls as nsys
 from nvbind.errors import NvbindError
 
 LDCONFIG_CANDIDATES = ("/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.real")
@@ -99,12 +99,39 @@ def _run_sealed(fd: int, argv: list[str], rootfs: str, timeout: float = 60) -> t
     return os.waitstatus_to_exitcode(status), out
 
 
+DROPIN = "00-nvbind.conf"
+
+
+def write_dropin(rootfs: str, folders: list[str]) -> str | None:
+    """/etc/ld.so.conf.d/00-nvbind.conf naming the driver's folders, so that any later
+    ldconfig in the container (every apt-get/dpkg install of a library runs one) keeps
+    them, as NVIDIA's toolkit does. Written through fsroot (never out of the rootfs).
+    Returns why it could not be written (the folders still reach ldconfig's command line)."""
+    rootfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dfd = fsroot.open_dir(rootfd, "/etc/ld.so.conf.d", create=True)
+        try:
+            fd = os.open(DROPIN, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+            with os.fdopen(fd, "w") as f:
+                f.write("# written by nvbind: the NVIDIA driver's library folders\n"
+                        + "".join(d + "\n" for d in folders))
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        return f"cannot write /etc/ld.so.conf.d/{DROPIN}: {e.strerror}"
+    finally:
+        os.close(rootfd)
+    return None
+
+
 def update(rootfs: str, folders: list[str], ldconfig: str | None = None,
            exe_fd: int | None = None) -> None:
     """Rebuild rootfs's ld cache. `exe_fd`: a sealed ldconfig made earlier (on the host side)."""
     for d in folders:
         if not d.startswith("/") or ".." in d.split("/"):
             raise NvbindError(f"refusing ld cache folder '{d}'")
+    write_dropin(rootfs, folders)
     fd = exe_fd if exe_fd is not None else sealed_copy(find_ldconfig(ldconfig))
     try:
         rc, err = _run_sealed(fd, ["ldconfig", "-r", rootfs, *folders], rootfs)

@@ -17,8 +17,9 @@ import errno
 import os
 import stat
 
-from nvbind import cgroups, fsroot
-from nvbind import sys as nsys
+from nvbind.apply import cgroups
+from nvbind.sysio import root as fsroot
+from nvbind.sysio import syscalls as nsys
 from nvbind.apply import ldcache
 from nvbind.errors import NvbindError
 

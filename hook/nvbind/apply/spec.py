@@ -1,6 +1,6 @@
 """ContainerEdits -> OCI config.json (the precreate filter, later the runtime shim)."""
 
-from nvbind.edits import ContainerEdits
+from nvbind.core.edits import ContainerEdits
 
 
 def apply(cfg: dict, ed: ContainerEdits) -> list[str]:
@@ -33,10 +33,22 @@ def apply(cfg: dict, ed: ContainerEdits) -> list[str]:
     env = proc.setdefault("env", [])
     keys = {e.partition("=")[0] for e in env}
     for e in ed.env:
-        if e.name in keys:
-            notes.append(f"env {e.name}: set by the container, kept its value")
+        if e.name in keys and e.enforced:
+            # the admin's policy: every definition of the name goes, nvbind's is the only one
+            old = [x for x in env if x.partition("=")[0] == e.name]
+            env[:] = [x for x in env if x.partition("=")[0] != e.name]
+            if old != [f"{e.name}={e.value}"]:
+                notes.append(f"env {e.name}: replaced the container's value (policy)")
+        elif e.name in keys:
+            if f"{e.name}={e.value}" not in env:
+                notes.append(f"env {e.name}: set by the container, kept its value")
             continue
         env.append(f"{e.name}={e.value}")
+    from nvbind.decide import MARKER
+    ann = cfg.get("annotations")
+    if not isinstance(ann, dict):
+        ann = cfg["annotations"] = {}
+    ann[MARKER] = ",".join(ed.gpus) or "driver"
     hooks = cfg.setdefault("hooks", {})
     for h in ed.hooks:
         hooks.setdefault(h.stage, []).append(

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from nvbind import fsroot
+from nvbind.sysio import root as fsroot
 from nvbind.host.model import Node
 
 # Which /proc/devices names may own each kind of node. The nvidia major is 195 on every

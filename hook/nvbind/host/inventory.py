@@ -125,6 +125,11 @@ def cached(root: str, cache_dir: str | None, mps_pipe_dir: str = "/tmp/nvidia-mp
     if cache_dir:
         fp = cache.fingerprint(root)
         inv = cache.load(cache_dir, fp)
+        if inv is not None:
+            gone = [f for f in inv.files if not os.path.lexists(f.host_path)]
+            if gone:    # never a mount whose source is gone (runc would fail the container)
+                inv.files = [f for f in inv.files if f not in gone]
+                inv.skipped += [(f.path, "gone since the inventory was cached") for f in gone]
     if inv is None:
         inv = build(root)
         if cache_dir:

@@ -8,11 +8,11 @@ libcuda.so.470.x left on the host is skipped with the reason.
 import os
 import stat
 
-from nvbind import fsroot
+from nvbind.sysio import root as fsroot
 from nvbind.host import elf, ldcache
 from nvbind.host.model import File
 
-from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.core.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 
 __all__ = ["CAPABILITIES", "DEFAULT_CAPABILITIES", "discover"]
 
@@ -27,8 +27,15 @@ LIBRARIES = {
     "graphics": ("libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so",
                  "libnvidia-glsi.so", "libnvidia-fbc.so", "libnvidia-ifr.so", "libnvidia-rtcore.so",
                  "libnvoptix.so", "libGLX_nvidia.so", "libEGL_nvidia.so", "libGLESv2_nvidia.so",
-                 "libGLESv1_CM_nvidia.so", "libnvidia-glvkspirv.so", "libnvidia-cbl.so"),
+                 "libGLESv1_CM_nvidia.so", "libnvidia-glvkspirv.so", "libnvidia-cbl.so",
+                 "libnvidia-vulkan-producer.so"),
     "ngx": ("libnvidia-ngx.so",),
+}
+# Libraries the driver uses that carry their own version, not the driver's (egl-gbm and
+# egl-wayland are separate projects): found by soname. The toolkit's graphics discoverer
+# mounts them; their JSON files in egl_external_platform.d name them.
+OWN_VERSION = {
+    "graphics": ("libnvidia-egl-gbm.so.1", "libnvidia-egl-wayland.so.1"),
 }
 # compat32 is the 32-bit build of the compute, utility, video and graphics libraries.
 COMPAT32_OF = ("utility", "compute", "video", "graphics")
@@ -56,10 +63,15 @@ GRAPHICS_FILES = {
                  "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
                  "/etc/glvnd/egl_vendor.d/10_nvidia.json",
                  "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
-                 "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json"),
+                 "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+                 "/usr/share/nvidia/nvoptix.bin",           # OptiX's data
+                 # the GBM backend (a link to libnvidia-allocator on every layout)
+                 "/usr/lib/x86_64-linux-gnu/gbm/nvidia-drm_gbm.so", "/usr/lib64/gbm/nvidia-drm_gbm.so"),
     "compute": ("/etc/OpenCL/vendors/nvidia.icd",),
     "display": ("/usr/lib/xorg/modules/drivers/nvidia_drv.so",
-                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}"),
+                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}",
+                # Debian: no version suffix (a link through its alternatives)
+                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"),
 }
 SOCKETS = {
     "utility": ("/run/nvidia-persistenced/socket",),
@@ -92,10 +104,21 @@ def load_cache(root: str, skipped: list) -> list | None:
 
 
 def _regular(root, path):
+    """Whether `path` is a regular file, links followed inside root (an absolute link
+    under --root points into the root, never at this machine's /)."""
+    real = fsroot.resolve(root, path) if root not in ("", "/") else path
+    if real is None:
+        return False
     try:
-        return stat.S_ISREG(os.stat(fsroot.host(root, path)).st_mode)
+        return stat.S_ISREG(os.stat(fsroot.host(root, real)).st_mode)
     except OSError:
         return False
+
+
+def _real(root, path):
+    """Host path of the file `path` leads to, links resolved inside root."""
+    real = fsroot.resolve(root, path) if root not in ("", "/") else os.path.realpath(path)
+    return fsroot.host(root, real)
 
 
 def find_library(root, base, version, arch, cache_entries, skipped):
@@ -146,7 +169,10 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
     groups = [(cap, libs, arch, native) for cap, libs in LIBRARIES.items() if cap in caps]
     if arch == "x86_64" and "compat32" in caps:
         i386 = ldcache.for_arch(entries, "i386") if entries else None
-        groups += [("compat32", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF if c in caps]
+        # labelled compat32:<base>: a container gets them only with compat32 AND the base
+        # capability (Inventory.files_for), as libnvidia-container resolves its lists for
+        # the 32-bit architecture only for the capabilities asked for
+        groups += [(f"compat32:{c}", LIBRARIES[c], "i386", i386) for c in COMPAT32_OF if c in caps]
     for cap, libs, a, ents in groups:
         for base in libs:
             hit = find_library(root, base, version, a, ents, skipped)
@@ -156,6 +182,24 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             path, why, soname = hit
             files.append(File("library", cap, path, fsroot.host(root, path),
                               f"{cap} library: {why}", soname))
+    for cap, sonames in OWN_VERSION.items():
+        if cap not in caps:
+            continue
+        for soname in sonames:
+            cands = [(p, f"ld.so.cache entry {soname}") for n, p in native or () if n == soname]
+            cands += [(f"{d}/{soname}", "directory scan") for d in LIB_DIRS.get(arch, ())]
+            for cand, why in cands:
+                real = fsroot.resolve(root, cand)
+                if real is None or not _regular(root, real):
+                    continue
+                info = elf.read(fsroot.host(root, real))
+                if info is not None and info.arch is not None and info.arch != arch:
+                    continue
+                files.append(File("library", cap, real, fsroot.host(root, real),
+                                  f"{cap} library (own version): {why}", soname))
+                break
+            else:
+                skipped.append((f"{soname} ({cap}, {arch})", "not found"))
     for cap, names in BINARIES.items():
         if cap not in caps:
             continue
@@ -163,14 +207,17 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             for d in BIN_DIRS:
                 real = fsroot.resolve(root, f"{d}/{name}")
                 if real and _regular(root, real):
-                    files.append(File("binary", cap, real, fsroot.host(root, real),
-                                      f"{cap} binary found in {d}"))
+                    # in /usr/bin, on every image's PATH, as NVIDIA mounts them, whatever
+                    # the host's link (Debian's alternatives) resolves to
+                    files.append(File("binary", cap, f"/usr/bin/{name}", fsroot.host(root, real),
+                                      f"{cap} binary found in {d}"
+                                      + (f" (resolves to {real})" if real != f"{d}/{name}" else "")))
                     break
             else:
                 skipped.append((name, "binary not found"))
+    # GSP firmware goes to every GPU container, whatever its capabilities (NVIDIA's
+    # lookup_firmwares is not tied to one): see Inventory.files_for
     fw = FIRMWARE_DIR.format(version=version)
-    if not caps & {"utility", "compute"}:
-        fw = None
     try:
         names = sorted(os.listdir(fsroot.host(root, fw))) if fw else []
     except OSError:
@@ -187,7 +234,7 @@ def discover(root, version, arch, capabilities, skipped) -> list[File]:
             p = p.format(version=version)
             kind = "display" if cap == "display" else "config"
             if _regular(root, p):
-                files.append(File(kind, cap, p, fsroot.host(root, p), f"{cap} configuration/module"))
+                files.append(File(kind, cap, p, _real(root, p), f"{cap} configuration/module"))
     if "ngx" in caps:
         # DLSS for Windows games: Proton looks for nvngx.dll in nvidia/wine/ beside the GL
         # libraries (the driver installs it there)

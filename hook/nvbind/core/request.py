@@ -18,10 +18,11 @@ is /var/run/nvidia-container-devices/<device> name devices too, when the configu
 allows that source (NVIDIA's volume-mount convention).
 """
 
-from nvbind.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+from nvbind.core.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 from nvbind.errors import InputError
 from nvbind.record import Record
 
+ANN_PREFIX = "nvbind.io/"
 ANN_GPUS = "nvbind.io/gpus"
 ANN_CAPS = "nvbind.io/capabilities"
 ANN_PROFILE = "nvbind.io/profile"
@@ -32,8 +33,7 @@ ENV_CAPS = "NVIDIA_DRIVER_CAPABILITIES"
 MOUNT_PREFIX = "/var/run/nvidia-container-devices/"
 MAX_VALUE = 4096
 CAP_SYS_ADMIN = "CAP_SYS_ADMIN"
-SOURCES = {"env": True, "env_unprivileged": True, "annotations": True, "mounts": False}
-ALL_SOURCES = {"env": True, "env_unprivileged": True, "annotations": True, "mounts": True}
+SOURCES = {"env": True, "annotations": True, "mounts": False}
 
 
 class Request(Record):
@@ -41,9 +41,11 @@ class Request(Record):
     source: where the device list came from; requires: NVIDIA_REQUIRE_* expressions."""
 
     __slots__ = ("wants_driver", "devices", "capabilities", "source", "reasons", "isolation",
-                 "memory_limit", "privileged", "requires", "mig_config", "mig_monitor")
+                 "memory_limit", "privileged", "requires", "mig_config", "mig_monitor",
+                 "caps_source")
     DEFAULTS = {"reasons": (), "isolation": None, "memory_limit": None, "privileged": False,
-                "requires": (), "mig_config": False, "mig_monitor": False}
+                "requires": (), "mig_config": False, "mig_monitor": False,
+                "caps_source": "default capabilities"}
 
 
     @property
@@ -107,21 +109,41 @@ def privileged(cfg: dict) -> bool:
     return CAP_SYS_ADMIN in caps
 
 
+def mount_devices(cfg: dict) -> list[str]:
+    out = []
+    for m in cfg.get("mounts") or []:
+        d = m.get("destination", "") if isinstance(m, dict) else ""
+        if isinstance(d, str) and d.startswith(MOUNT_PREFIX) and d[len(MOUNT_PREFIX):]:
+            out.append(d[len(MOUNT_PREFIX):])
+    return out
+
+
+def mentions(env: dict[str, str], annotations: dict[str, str], cfg: dict) -> bool:
+    """Could this container be asking for anything, under any configuration? Presence of
+    keys only, nothing parsed: a container for which this is False is passed through
+    before the configuration is read, so a broken configuration cannot harm it."""
+    if ENV_DEVICES in env:
+        if env[ENV_DEVICES].strip() not in ("", "void"):
+            return True
+    elif "CUDA_VERSION" in env:
+        return True
+    if any(k.startswith(ANN_PREFIX) for k in annotations):
+        return True
+    return bool(mount_devices(cfg))
+
+
 def from_config(env: dict[str, str], annotations: dict[str, str], cfg: dict | None = None,
-                sources: dict | None = None) -> Request:
-    sources = {**SOURCES, **(sources or {})}
+                gates: dict | None = None) -> Request:
+    """The request under `gates` ({env, annotations, mounts}: which sources count for this
+    container; nvbind.decide works them out from the configuration). No policy here."""
+    gates = {**SOURCES, **(gates or {})}
     cfg = cfg or {}
     priv = privileged(cfg)
     legacy = "CUDA_VERSION" in env and "NVIDIA_REQUIRE_CUDA" not in env
-    env_ok = sources["env"] and (priv or sources["env_unprivileged"])
-    mount_devs = []
-    if sources["mounts"]:
-        for m in cfg.get("mounts") or []:
-            d = m.get("destination", "") if isinstance(m, dict) else ""
-            if isinstance(d, str) and d.startswith(MOUNT_PREFIX) and d[len(MOUNT_PREFIX):]:
-                mount_devs.append(d[len(MOUNT_PREFIX):])
+    env_ok, ann_ok = gates["env"], gates["annotations"]
+    mount_devs = mount_devices(cfg) if gates["mounts"] else []
     reasons = []
-    if sources["annotations"] and ANN_GPUS in annotations:
+    if ann_ok and ANN_GPUS in annotations:
         raw, where = annotations[ANN_GPUS], f"annotation {ANN_GPUS}"
     elif mount_devs:
         raw, where = ",".join(mount_devs), f"mounts at {MOUNT_PREFIX}"
@@ -130,29 +152,26 @@ def from_config(env: dict[str, str], annotations: dict[str, str], cfg: dict | No
     elif env_ok and legacy:
         raw, where = "all", "legacy CUDA image (CUDA_VERSION set, NVIDIA_REQUIRE_CUDA unset)"
     else:
-        if ENV_DEVICES in env and not env_ok:
-            return Request(False, (), (), "none", (f"env {ENV_DEVICES} ignored: the configuration "
-                                                   "does not honour it for this container",))
         return NO_REQUEST
     if raw.strip() in ("", "void"):
         return Request(False, (), (), where, (f"{where}={raw!r}: nothing to inject",))
     devices = parse_devices(raw, where)
-    if sources["annotations"] and ANN_CAPS in annotations:
+    if ann_ok and ANN_CAPS in annotations:
         caps = parse_capabilities(annotations[ANN_CAPS], f"annotation {ANN_CAPS}", legacy)
-        reasons.append(f"capabilities from annotation {ANN_CAPS}")
+        caps_source = f"annotation {ANN_CAPS}"
     else:
         caps = parse_capabilities(env.get(ENV_CAPS), f"env {ENV_CAPS}", legacy and ENV_CAPS not in env)
-        reasons.append(f"capabilities from env {ENV_CAPS}" if env.get(ENV_CAPS, "").strip()
+        caps_source = (f"env {ENV_CAPS}" if env.get(ENV_CAPS, "").strip()
                        else "default capabilities" + (" (legacy image: all)" if legacy else ""))
     reasons.insert(0, f"devices from {where}={raw}")
     iso = mem = None
-    if sources["annotations"]:
+    if ann_ok:
         iso = annotations.get(ANN_ISOLATION)
         if iso is not None and iso not in ("shared", "exclusive", "virtual"):
             raise InputError(f"annotation {ANN_ISOLATION}: '{iso[:40]}' is not one of "
                              "shared, exclusive, virtual")
         if ANN_MEMORY in annotations:
-            from nvbind.profiles import parse_size
+            from nvbind.core.profiles import parse_size
             mem = parse_size(_check_len(annotations[ANN_MEMORY], ANN_MEMORY), f"annotation {ANN_MEMORY}")
     requires = () if _truthy(env.get("NVIDIA_DISABLE_REQUIRE")) else tuple(
         _check_len(v, k) for k, v in sorted(env.items()) if k.startswith("NVIDIA_REQUIRE_") and v.strip())
@@ -165,7 +184,7 @@ def from_config(env: dict[str, str], annotations: dict[str, str], cfg: dict | No
             raise InputError(f"env {key} needs a privileged container (CAP_SYS_ADMIN)")
         mig[key] = bool(v)
     return Request(True, devices, caps, where, tuple(reasons), iso, mem, priv, requires,
-                   mig["NVIDIA_MIG_CONFIG_DEVICES"], mig["NVIDIA_MIG_MONITOR_DEVICES"])
+                   mig["NVIDIA_MIG_CONFIG_DEVICES"], mig["NVIDIA_MIG_MONITOR_DEVICES"], caps_source)
 
 
 def _truthy(v: str | None) -> bool:

@@ -79,7 +79,7 @@ def build(name: str, d: dict) -> Profile:
     if caps is not None:
         caps = set(caps)
         if "all" in caps:
-            from nvbind.capabilities import CAPABILITIES
+            from nvbind.core.capabilities import CAPABILITIES
             caps = set(CAPABILITIES)
     aiml, gaming = d.get("aiml") or {}, d.get("gaming") or {}
     if "cuda_cache_mb" in aiml:

@@ -64,5 +64,5 @@ def allow(pid: int, rules) -> str:
         except OSError as e:
             raise NvbindError(f"writing {target} failed: {e.strerror}") from None
         return f"cgroup v1: {len(rules)} rule(s) in {target}"
-    from nvbind import bpf
+    from nvbind.apply import bpf
     return "cgroup v2: " + bpf.allow(path, [(r.major, r.minor) for r in rules])

@@ -1,4 +1,8 @@
-"""Configuration: /etc/nvbind/config.toml (or --config / NVBIND_CONFIG), with defaults.
+"""Settings: the global options and the configuration, loaded once, lazily.
+
+`Settings` holds what every verb shares (--root, --log, --config, NVBIND_* overrides) and
+reads /etc/nvbind/config.toml (or --config / NVBIND_CONFIG) only when something asks for it:
+a container that asks for no GPU never pays for (or is harmed by) the configuration.
 
 The file is TOML, validated against schemas/config.schema.json with jsonschema. A hook
 must not pay for that on every container start, so a validated file is cached as JSON
@@ -25,7 +29,12 @@ DEFAULTS = {
     "mps_pipe_dir": "/tmp/nvidia-mps",
     "mps_log_dir": "/var/log/nvidia-mps",
     "capabilities": ALL_CAPS,
-    "sources": {"env": True, "env_unprivileged": True, "annotations": True, "mounts": False},
+    "sources": {"env": True, "env_unprivileged": True, "annotations": True,
+                "annotations_unprivileged": None, "mounts": False},
+    # profiles a container may select itself (annotation nvbind.io/profile, env
+    # NVBIND_PROFILE); the default profile always applies. Built-in profiles add no mounts
+    # or devices, and every profile stays under `capabilities`.
+    "allowed_profiles": ["default", "ai-ml", "gaming"],
     "profiles": {},
 }
 
@@ -96,6 +105,9 @@ def load(path: str | None = None) -> dict:
     from nvbind import fastjson
     key = [path, st.st_ino, st.st_size, st.st_mtime_ns]
     cache_dir = os.environ.get("NVBIND_CACHE_DIR") or DEFAULT_CACHE_DIR
+    if cache_dir in ("off", "") or not os.path.isabs(cache_dir):
+        with open(path, "rb") as f:        # no cache: validate every time
+            return _merge(DEFAULTS, parse(path, f.read(1 << 20)))
     cfile = _cache_file(cache_dir, path)
     try:
         with open(cfile, "rb") as f:
@@ -115,3 +127,80 @@ def load(path: str | None = None) -> dict:
     except OSError:
         pass    # no cache: the next run validates again, nothing else changes
     return _merge(DEFAULTS, doc)
+
+
+def next_value(it, opt: str) -> str:
+    """The value after an option on a hand-parsed command line (the hook path has no argparse)."""
+    try:
+        return next(it)
+    except StopIteration:
+        raise InputError(f"{opt} needs a value") from None
+
+
+class Settings:
+    """Global options. Each setting: command line, then environment, then config file.
+
+    `result` collects what a door wants in its log line; `config` is loaded on first use."""
+
+    def __init__(self, argv: list[str] = (), config: dict | None = None):
+        self.root_opt = os.environ.get("NVBIND_ROOT") or None
+        self.log_opt = os.environ.get("NVBIND_LOG")
+        self.config_path = None
+        self.result: dict = {}
+        self._config = None if config is None else _merge(DEFAULTS, config)
+        self.rest: list[str] = []
+        it = iter(argv)
+        for a in it:
+            if a == "--root":
+                self.root_opt = next_value(it, a)
+            elif a.startswith("--root="):
+                self.root_opt = a.split("=", 1)[1]
+            elif a == "--log":
+                self.log_opt = next_value(it, a)
+            elif a == "--config":
+                self.config_path = next_value(it, a)
+            elif a in ("-h", "--help"):
+                self.rest = ["help"]
+                return
+            else:
+                self.rest = [a, *it]
+                break
+        if self.root_opt == "":
+            raise InputError("--root needs a directory")
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            self._config = load(self.config_path)
+        return self._config
+
+    @property
+    def loaded(self) -> bool:
+        return self._config is not None
+
+    @property
+    def config_file(self) -> str | None:
+        return self.config_path or os.environ.get("NVBIND_CONFIG")
+
+    @property
+    def cache_dir(self) -> str | None:
+        """Inventory cache directory: NVBIND_CACHE_DIR, else the config's; "off" for none."""
+        d = os.environ.get("NVBIND_CACHE_DIR") or self.config["cache_dir"]
+        return None if d in ("off", "") else d
+
+    @property
+    def root(self) -> str:
+        return self.root_opt or self.config["root"]
+
+    @property
+    def log(self) -> str | None:
+        log = self.log_opt if self.log_opt is not None else self.config["log_file"]
+        return None if log in ("", "off", "-") else log
+
+    def log_level(self) -> str:
+        """For the log filter: never lets a broken configuration stop a log line."""
+        try:
+            level = self.config.get("log_level")
+        except Exception:  # noqa: BLE001 - the error itself is being logged
+            level = None
+        return level or os.environ.get("NVBIND_LOG_LEVEL") or "info"

@@ -1,4 +1,5 @@
-"""(Inventory, Request, Profile) -> ContainerEdits: the whole decision, as plain data.
+"""(Inventory, Grant) -> ContainerEdits: what a decided grant means on this host, as
+plain data. nvbind.decide makes the decision; this only maps it onto the inventory.
 
 Pure: no file system, no clock. The same input gives the same, sorted output.
 """
@@ -8,15 +9,15 @@ import os
 from nvbind.errors import InputError, NvbindError
 from nvbind.host.model import Gpu, Inventory, Mig
 from nvbind.host.procfs import normalize_bus_id
-from nvbind.profiles import Profile
+from nvbind.core.grant import Grant
 from nvbind.record import Record
-from nvbind.request import Request
 
 RO = ("ro", "nosuid", "nodev", "bind")
 RO_NOEXEC = ("ro", "nosuid", "nodev", "noexec", "bind")
 RW_NOEXEC = ("nosuid", "nodev", "noexec", "bind")
 HOOK_ENV = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin",)
 HOOK_TIMEOUT = 30
+ENFORCED_ENV = ("CUDA_MPS_", "NVBIND_")     # the admin's policy, as nvbind.decide says
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -52,7 +53,9 @@ class MountEdit(Record):
 
 
 class EnvEdit(Record):
-    __slots__ = ('name', 'value', 'reason')
+    """enforced: the admin's policy (CUDA_MPS_*, NVBIND_*): replaces the container's value."""
+    __slots__ = ('name', 'value', 'reason', 'enforced')
+    DEFAULTS = {"enforced": False}
 
 
 
@@ -94,7 +97,7 @@ def _describe(inv: Inventory) -> str:
     return "this host has: " + ", ".join(parts)
 
 
-def select(inv: Inventory, req: Request) -> list[Gpu | Mig]:
+def select(inv: Inventory, req: Grant) -> list[Gpu | Mig]:
     """The GPUs and MIG devices a request names, in request order, without repeats."""
     if req.devices == "all":
         return list(inv.gpus)
@@ -129,9 +132,9 @@ def _match(inv: Inventory, sel: str):
     return None
 
 
-def _isolation(inv, req, profile, ed, selected) -> dict:
+def _isolation(inv, grant, ed, selected) -> dict:
     """Leases for exclusive, MPS for virtual; returns extra env {name: (value, reason)}."""
-    iso = req.isolation or profile.isolation
+    iso = grant.isolation
     ed.isolation = iso
     if iso == "exclusive":
         ed.leases = [m.uuid or f"{inv.gpus[m.gpu].uuid}:{m.index}" if isinstance(m, Mig) else m.uuid
@@ -150,10 +153,10 @@ def _isolation(inv, req, profile, ed, selected) -> dict:
     if mps.get("log_dir_present"):
         ed.mounts.append(MountEdit(host(logd), logd, RO_NOEXEC, "CUDA MPS log directory (virtual)"))
         env["CUDA_MPS_LOG_DIRECTORY"] = (logd, "CUDA (MPS client)")
-    pct = profile.mps_thread_percentage
+    pct = grant.mps_thread_percentage
     if pct:
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = (str(pct), "CUDA MPS (share of SMs)")
-    limit = req.memory_limit or profile.memory_limit
+    limit = grant.memory_limit
     if limit:
         mb = max(1, limit >> 20)
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = (
@@ -162,21 +165,21 @@ def _isolation(inv, req, profile, ed, selected) -> dict:
     return env
 
 
-def compute(inv: Inventory, req: Request, profile: Profile,
+def compute(inv: Inventory, grant: Grant,
             hook_cmd: tuple[str, ...] | None = None) -> ContainerEdits:
-    """The edits for one container. `hook_cmd` is (path, argv0, global args...) of nvbind."""
+    """The edits for one granted container. `hook_cmd` is (path, argv0, global args...) of
+    nvbind, for the hooks the edits need (None: none)."""
     ed = ContainerEdits()
-    if req.empty:
-        ed.notes.append("no GPU requested: container left unchanged")
-        return ed
+    req, profile = grant, grant.profile
     if inv.driver_version is None:
-        raise InputError(f"{req.source} asks for GPUs but no NVIDIA driver was found on this host")
-    caps = set(profile.capabilities or req.capabilities)
+        raise InputError(f"{req.source} asks for GPUs but no NVIDIA driver was found on this "
+                         "host" + (f" (root {inv.root})" if inv.root != "/" else ""))
+    caps = set(grant.capabilities)
     selected = select(inv, req)
-    ed.notes += list(req.reasons)
+    ed.notes += list(grant.reasons)
     ed.profile = profile.name
     if req.requires:
-        from nvbind import requirements
+        from nvbind.core import requirements
         parents = [inv.gpus[s.gpu] if isinstance(s, Mig) else s for s in selected]
         requirements.check(req.requires, {"cuda": inv.cuda_version, "driver": inv.driver_version},
                            parents)
@@ -246,7 +249,7 @@ def compute(inv: Inventory, req: Request, profile: Profile,
         src = inv.root.rstrip("/") + host_path if inv.root != "/" else host_path
         ed.mounts.append(MountEdit(src, container_path, RO if read_only else ("nosuid", "nodev", "bind"),
                                    f"profile {profile.name}"))
-    env_extra = _isolation(inv, req, profile, ed, selected)
+    env_extra = _isolation(inv, grant, ed, selected)
     ed.mounts.sort(key=lambda m: (m.destination, m.source))
     ed.symlinks.sort(key=lambda s: s.link)
     ed.ldcache_folders = sorted(folders)
@@ -259,7 +262,7 @@ def compute(inv: Inventory, req: Request, profile: Profile,
     for name, value, reader in profile.env:
         env[name] = (value, f"profile {profile.name}: read by {reader}")
     env.update(env_extra)
-    ed.env = [EnvEdit(k, v, why) for k, (v, why) in sorted(env.items())]
+    ed.env = [EnvEdit(k, v, why, k.startswith(ENFORCED_ENV)) for k, (v, why) in sorted(env.items())]
 
     if hook_cmd and (ed.ldcache_folders or ed.symlinks):
         args = list(hook_cmd[1:]) + ["hook", "createContainer"]
@@ -273,6 +276,13 @@ def compute(inv: Inventory, req: Request, profile: Profile,
                                  HOOK_TIMEOUT, "create soname links and update the ld cache "
                                  "inside the container with the host's ldconfig"))
     if hook_cmd and ed.leases:
+        # taken where the engine names the container (createRuntime's state has its id and
+        # bundle; precreate runs in the caller's working directory and knows neither)
+        args = list(hook_cmd[1:]) + ["hook", "createRuntime"]
+        for key in ed.leases:
+            args += ["--lease", key]
+        ed.hooks.append(HookEdit("createRuntime", hook_cmd[0], tuple(args), HOOK_ENV,
+                                 HOOK_TIMEOUT, "take the exclusive GPU lease"))
         ed.hooks.append(HookEdit("poststop", hook_cmd[0],
                                  tuple(list(hook_cmd[1:]) + ["hook", "poststop"]), HOOK_ENV,
                                  HOOK_TIMEOUT, "release the exclusive GPU lease"))

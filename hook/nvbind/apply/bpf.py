@@ -13,7 +13,7 @@ load again as they are.
 import os
 import struct
 
-from nvbind import sys as nsys
+from nvbind.sysio import syscalls as nsys
 from nvbind.errors import NvbindError
 
 BPF_PROG_LOAD, BPF_PROG_ATTACH = 5, 8

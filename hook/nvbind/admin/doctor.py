@@ -214,7 +214,8 @@ def _cdi(root: str, r: str) -> dict:
     stale = []
     for p, spec in ours:
         for m in (spec.get("containerEdits") or {}).get("mounts") or []:
-            if not os.path.exists(m.get("hostPath", "")):   # CDI host paths are real paths
+            # CDI host paths are the host's (never carry the --root prefix): look under root
+            if not os.path.exists(r + m.get("hostPath", "")):
                 stale.append(p)
                 break
     return _check("CDI spec", WARN if stale else PASS,
@@ -228,7 +229,7 @@ def _cgroup(r: str) -> dict:
     v1_devices = os.path.isdir("/sys/fs/cgroup/devices")
     import errno
     try:
-        from nvbind import sys as nsys
+        from nvbind.sysio import syscalls as nsys
         os.close(nsys.open_tree(-100, "/", nsys.OPEN_TREE_CLOEXEC))
         newmount = True
     except OSError as e:
@@ -257,3 +258,24 @@ def render(checks: list[dict]) -> str:
         if c["fix"] and c["status"] != PASS:
             lines.append(f"       {'':<{width}}  fix: {c['fix']}")
     return "\n".join(lines)
+
+
+def main(settings, ns) -> int:
+    """`nvbind doctor [--json]`: exit 0 all pass, 1 a warning, 3 a failure."""
+    import json
+    nvml = None
+    if settings.root == "/":
+        from nvbind.host import inventory
+        backend, _ = inventory.backend_for("/")
+        nvml = backend if backend.name == "nvml" else None
+    try:
+        checks = run(settings.root, settings.config, settings.cache_dir, settings.log, nvml)
+    finally:
+        getattr(nvml, "close", lambda: None)()
+    code = worst(checks)
+    if ns.json:
+        print(json.dumps({"checks": checks, "worst": ("pass", "warn", "fail")[min(code, 2)],
+                          "exit_status": code}, indent=2))
+    else:
+        print(render(checks))
+    return code

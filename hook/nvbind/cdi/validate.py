@@ -1,147 +1,13 @@
-"""Inventory -> CDI spec (kind nvidia.com/gpu), and CDI spec validation.
-
-Generation reuses the edits: the top-level containerEdits are what precreate injects for
-every GPU request (control nodes, driver files, links and ld-cache hook), and each device
-adds its own nodes. Validation is the official JSON Schema (v1.1.0, shipped in
-nvbind/data/cdi) plus the rules the reference Go library enforces and the schema misses.
-"""
+"""CDI spec validation, as strict as the reference Go library (tags.cncf.io/container-device-
+interface): the official JSON Schema (v1.1.0, shipped in nvbind/data/cdi) plus the rules the
+library enforces and the schema misses."""
 
 import json
 import os
 
-from nvbind import edits as edits_mod
-from nvbind.errors import InputError
-from nvbind.host.model import Inventory
-from nvbind.profiles import Profile
-from nvbind.request import Request
+from nvbind.cdi.generate import VERSIONS, _vkey, min_version
 
-KIND = "nvidia.com/gpu"
-VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0")
 HOOK_NAMES = {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
-
-
-def _node(d) -> dict:
-    return {"path": d.path, "type": "c", "major": d.major, "minor": d.minor,
-            "fileMode": d.mode, "permissions": "rw"}
-
-
-def _with_host_path(node: dict, inv: Inventory) -> dict:
-    host = inv.nodes[node["path"]].host_path
-    if host != node["path"]:
-        node["hostPath"] = host
-    return node
-
-
-def generate(inv: Inventory, capabilities: tuple[str, ...], hook_cmd) -> dict:
-    """A CDI spec with devices by index, UUID, gpu:mig index, MIG UUID and 'all'."""
-    prof = Profile("default")
-
-    def edits_for(devices):
-        return edits_mod.compute(inv, Request(True, devices, capabilities, "CDI"), prof, hook_cmd)
-
-    common = edits_for(())                       # driver, control nodes, no GPU
-    common_nodes = {d.path for d in common.devices}
-    top = {
-        "deviceNodes": [_with_host_path(_node(d), inv) for d in common.devices],
-        "mounts": [{"hostPath": m.source, "containerPath": m.destination,
-                    "options": list(m.options)} for m in common.mounts],
-        "hooks": [{"hookName": h.stage, "path": h.path, "args": list(h.args), "env": list(h.env),
-                   "timeout": h.timeout} for h in common.hooks],
-        "env": [f"NVBIND_CAPABILITIES={','.join(sorted(capabilities))}", "NVBIND_PROFILE=default"],
-    }
-    devices = []
-
-    def add(name, selector):
-        ed = edits_for((selector,))
-        nodes = [_with_host_path(_node(d), inv) for d in ed.devices if d.path not in common_nodes]
-        devices.append({"name": name, "containerEdits": {"deviceNodes": nodes}})
-
-    for g in inv.gpus:
-        if g.node is None:
-            continue
-        add(str(g.index), str(g.index))
-        add(g.uuid, g.uuid)
-        for m in g.migs:
-            add(f"{g.index}:{m.index}", f"{g.index}:{m.index}")
-            if m.uuid:
-                add(m.uuid, m.uuid)
-    if devices:
-        ed = edits_mod.compute(inv, Request(True, "all", capabilities, "CDI"), prof, hook_cmd)
-        devices.append({"name": "all", "containerEdits": {"deviceNodes": [
-            _with_host_path(_node(d), inv) for d in ed.devices if d.path not in common_nodes]}})
-    spec = {"cdiVersion": "", "kind": KIND, "devices": devices, "containerEdits": top}
-    spec["cdiVersion"] = min_version(spec)
-    return spec
-
-
-# ---- versions -------------------------------------------------------------------------
-def _vkey(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.lstrip("v").split("."))
-
-
-def _edits_list(spec):
-    out = [spec.get("containerEdits") or {}]
-    out += [d.get("containerEdits") or {} for d in spec.get("devices") or [] if isinstance(d, dict)]
-    return [e for e in out if isinstance(e, dict)]
-
-
-def min_version(spec: dict) -> str:
-    """The lowest cdiVersion whose format covers what the spec uses (the Go rules)."""
-    need = "0.3.0"
-
-    def bump(v):
-        nonlocal need
-        if _vkey(v) > _vkey(need):
-            need = v
-    kind = spec.get("kind") or ""
-    if "." in kind.partition("/")[2]:
-        bump("0.6.0")
-    if spec.get("annotations") or any(isinstance(d, dict) and d.get("annotations")
-                                      for d in spec.get("devices") or []):
-        bump("0.6.0")
-    for d in spec.get("devices") or []:
-        if isinstance(d, dict) and str(d.get("name", ""))[:1].isdigit():
-            bump("0.5.0")
-    for e in _edits_list(spec):
-        if any(isinstance(m, dict) and m.get("type") for m in e.get("mounts") or []):
-            bump("0.4.0")
-        if any(isinstance(n, dict) and n.get("hostPath") for n in e.get("deviceNodes") or []):
-            bump("0.5.0")
-        if e.get("intelRdt") is not None or e.get("additionalGids"):
-            bump("0.7.0")
-        rdt = e.get("intelRdt") or {}
-        if e.get("netDevices") or (isinstance(rdt, dict) and (rdt.get("schemata") or rdt.get("enableMonitoring"))):
-            bump("1.1.0")
-    return need
-
-
-# ---- output ---------------------------------------------------------------------------
-def to_yaml(obj, indent: int = 0) -> str:
-    """Block-style YAML; every string double-quoted (JSON escapes are valid YAML)."""
-    pad = "  " * indent
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        lines = []
-        for k, v in obj.items():
-            if isinstance(v, (dict, list)) and v:
-                lines.append(f"{pad}{json.dumps(k)}:\n{to_yaml(v, indent + 1)}")
-            else:
-                lines.append(f"{pad}{json.dumps(k)}: {to_yaml(v, 0)}")
-        return "\n".join(lines)
-    if isinstance(obj, list):
-        if not obj:
-            return "[]"
-        lines = []
-        for v in obj:
-            if isinstance(v, (dict, list)) and v:
-                inner = to_yaml(v, indent + 1).lstrip()
-                lines.append(f"{pad}- {inner}")
-            else:
-                lines.append(f"{pad}- {to_yaml(v, 0)}")
-        return "\n".join(lines)
-    return json.dumps(obj)
-
 
 # ---- validation -----------------------------------------------------------------------
 ALLOWED = {
@@ -230,6 +96,9 @@ def _check_edits(e, where, errors):
             continue
         if not n.get("path"):
             errors.append(f"{w}: path is empty")
+        for num in ("major", "minor"):
+            if isinstance(n.get(num), int) and n[num] < 0:
+                errors.append(f"{w}: {num} {n[num]} is negative")
         if n.get("type", "") not in ("", "b", "c", "u", "p"):
             errors.append(f"{w}: type '{n.get('type')}' is not one of b, c, u, p")
         perms = n.get("permissions", "")
@@ -244,6 +113,8 @@ def _check_edits(e, where, errors):
         w = f"{where}.hooks[{i}]"
         _unknown(h, "hook", w, errors)
         if isinstance(h, dict):
+            if not h.get("path"):
+                errors.append(f"{w}: path is empty")
             if h.get("hookName") not in HOOK_NAMES:
                 errors.append(f"{w}: hookName '{h.get('hookName')}' is not one of "
                               f"{', '.join(sorted(HOOK_NAMES))}")
@@ -327,21 +198,3 @@ def validate(spec) -> list[str]:
                 errors.append(f"{w}: containerEdits is empty")
             _check_edits(ce, f"{w}.containerEdits", errors)
     return errors
-
-
-def load(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(16 << 20)
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        return json.loads(data)
-    except ValueError as e:
-        if path.endswith((".yaml", ".yml")):
-            try:
-                import yaml  # optional: YAML specs are read only where PyYAML is installed
-            except ImportError:
-                raise InputError(f"{path}: YAML specs need PyYAML; this one is not JSON") from None
-            return yaml.safe_load(data)
-        raise InputError(f"{path} is not valid JSON: {e}") from None

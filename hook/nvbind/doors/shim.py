@@ -1,4 +1,5 @@
-"""`nvbind runtime ARGS…`: an OCI runtime shim for docker and containerd.
+"""`nvbind runtime ARGS…` (or `nvbind-runtime ARGS…`): an OCI runtime shim for docker and
+containerd, a door like the hook stages.
 
 docker/containerd call their runtime as `RUNTIME [global options] VERB [options] [ID]`.
 On `create` (and `run`) the shim edits the bundle's config.json exactly as precreate
@@ -56,47 +57,41 @@ def real_runtime() -> str:
     raise NvbindError(f"no real OCI runtime found (NVBIND_RUNTIME={want!r}, tried {', '.join(CANDIDATES)})")
 
 
-def write_atomically(path: str, data: str) -> None:
-    d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".config.json.nvbind-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def run(settings, rest: list[str]) -> int:
+    """Edit the bundle on create/run (logged as a door), then exec the real runtime."""
+    verb, i = split(rest)
+    real = real_runtime()
+    if verb in ("create", "run"):
+        from nvbind.doors import logged
+        bundle = os.path.abspath(bundle_of(rest[i + 1:]))
+        settings.result.update(bundle=bundle, id=rest[-1] if len(rest) > i + 1 else None)
+        logged(settings, f"runtime {verb}", edit_bundle, bundle)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(real, [real, *rest])
+    return 1  # not reached
 
 
-def edit_bundle(bundle: str, pipeline, result: dict) -> None:
+def edit_bundle(settings, bundle: str) -> None:
     """Apply precreate's edits to <bundle>/config.json in place."""
-    from nvbind import oci
+    from nvbind import decide, oci
     from nvbind.apply import spec
+    from nvbind.doors import host, record, self_command
+    from nvbind.sysio import atomic
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
             text = oci.read_stdin(f)
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
+    if not oci.may_request(text):
+        return None
     cfg = oci.parse_config(text, path)
-    if "NVBIND_GPUS" in oci.env_map(cfg):
-        result["note"] = "already injected"
+    d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
+    record(settings, d)
+    if d.edits is None or d.edits.empty:
         return None
-    _req, _inv, ed = pipeline(cfg)
-    if ed is None or ed.empty:
-        return None
-    result.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
-    for note in spec.apply(cfg, ed):
+    for note in spec.apply(cfg, d.edits):
         print(f"nvbind: {note}", file=sys.stderr)
-    write_atomically(path, oci.dump(cfg) + "\n")
-    return ed
+    atomic.write(path, oci.dump(cfg) + "\n")
+    return None

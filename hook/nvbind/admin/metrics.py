@@ -174,3 +174,26 @@ def serve(addr: str, render, max_requests: int | None = None) -> None:
             conn.sendall(f"HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             served += 1
+
+
+def main(settings, ns) -> int:
+    """`nvbind metrics [--listen [ADDR:]PORT]`."""
+    import sys
+    from nvbind.host import inventory
+    listen = ns.listen
+    if listen and ":" not in listen:
+        listen = f"127.0.0.1:{listen}"
+
+    def render() -> str:
+        backend, _ = inventory.backend_for(settings.root)
+        try:
+            inv = inventory.build(settings.root, backend)
+            return collect(inv, backend if backend.name == "nvml" else None, settings.root,
+                           settings.log)
+        finally:
+            getattr(backend, "close", lambda: None)()
+    if listen:
+        serve(listen, render)
+        return 0
+    sys.stdout.write(render())
+    return 0

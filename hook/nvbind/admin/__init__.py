@@ -1,0 +1,103 @@
+"""Administrative verbs (never on a hook path): argparse, as users expect of such tools.
+
+Each verb is one function taking (settings, parsed arguments). Usage errors exit 2 with
+argparse's own message; nvbind's errors are the usual one line `nvbind: error: ...`."""
+
+import argparse
+import sys
+
+from nvbind.errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="nvbind", add_help=False)
+    sub = top.add_subparsers(dest="verb", parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="what a container would get, and why; changes nothing")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="OCI bundle (config.json)")
+    p.add_argument("--json", action="store_true", help="machine-readable (schemas/plan.schema.json)")
+
+    p = sub.add_parser("info", help="host inventory")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--refresh", action="store_true", help="rebuild the hooks' cache (NVML)")
+
+    cdi = sub.add_parser("cdi", help="CDI specs").add_subparsers(dest="cdi_verb", required=True,
+                                                                  parser_class=_Parser)
+    p = cdi.add_parser("generate", help="write the spec for this host")
+    p.add_argument("--output", metavar="FILE")
+    p.add_argument("--format", choices=("json", "yaml"))
+    p.add_argument("--capabilities", default="utility,compute", metavar="LIST")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="keep --output current, looking again every SECONDS")
+    p = cdi.add_parser("list", help="CDI devices in the spec directories")
+    p.add_argument("--spec-dir", action="append", metavar="DIR",
+                   help="default: /etc/cdi and /var/run/cdi")
+    p = cdi.add_parser("validate", help="official CDI schema + the reference library's rules")
+    p.add_argument("file")
+
+    p = sub.add_parser("install", help="register with an engine")
+    p.add_argument("--engine", action="append", required=True,
+                   help="podman, crio, docker, containerd (repeat or comma-separate)")
+    p.add_argument("--dest", default="/", metavar="DIR")
+    p = sub.add_parser("uninstall", help="remove exactly what install wrote")
+    p.add_argument("--dest", default="/", metavar="DIR")
+
+    cfg = sub.add_parser("config", help="the configuration").add_subparsers(
+        dest="config_verb", required=True, parser_class=_Parser)
+    p = cfg.add_parser("validate", help="check a configuration file")
+    p.add_argument("file", nargs="?")
+    cfg.add_parser("show", help="the configuration in force, profiles included")
+    p = cfg.add_parser("import-surge", help="convert a seed/surge service file to profiles")
+    p.add_argument("file")
+
+    p = sub.add_parser("doctor", help="checks with pass/warn/fail and a fix each")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("metrics", help="Prometheus text")
+    p.add_argument("--listen", metavar="[ADDR:]PORT")
+
+    p = sub.add_parser("device-plugin", help="Kubernetes device plugin (kubelet API v1beta1)")
+    p.add_argument("--plugin-dir", default="/var/lib/kubelet/device-plugins", metavar="DIR")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be advertised (JSON) and exit; no gRPC")
+    return top
+
+
+def main(settings, verb: str, rest: list[str]) -> int:
+    top = parser()
+    choices = top._subparsers._group_actions[0].choices   # noqa: SLF001 - argparse's own table
+    if verb not in choices:
+        raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
+    ns = top.parse_args([verb, *rest])
+    if verb in ("plan", "info"):
+        from nvbind.admin import plan
+        return getattr(plan, verb)(settings, ns)
+    if verb == "cdi":
+        from nvbind.admin import cdi
+        return cdi.main(settings, ns)
+    if verb in ("install", "uninstall"):
+        from nvbind.admin import install
+        engines = [e for v in getattr(ns, "engine", None) or [] for e in v.split(",") if e]
+        return install.main(ns.dest, engines, remove=verb == "uninstall")
+    if verb == "config":
+        from nvbind.admin import config
+        return config.main(settings, ns)
+    if verb == "doctor":
+        from nvbind.admin import doctor
+        return doctor.main(settings, ns)
+    if verb == "metrics":
+        from nvbind.admin import metrics
+        return metrics.main(settings, ns)
+    if verb == "device-plugin":
+        try:
+            from nvbind.k8s import plugin
+        except ImportError as e:
+            raise InputError(f"device-plugin is not available in this build: {e}") from None
+        return plugin.main(settings, ns)
+    print(f"nvbind: {verb}: not handled", file=sys.stderr)
+    return 1

@@ -1,0 +1,110 @@
+"""The ways in: hook stages and the runtime shim. Each door reads its input, calls
+nvbind.decide, hands the edits to apply/, and logs through `logged`. Doors decide nothing.
+Kept apart from the admin verbs so that a hook run imports as little as it can."""
+
+import os
+import sys
+
+from nvbind.errors import NvbindError
+
+
+def self_command(settings) -> tuple[str, ...]:
+    """How a hook entry calls this same nvbind: (path, argv0, global args...)."""
+    if getattr(sys, "frozen", False):
+        cmd = (sys.executable, "nvbind")
+    else:
+        argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if argv0 and not argv0.endswith(".py") and os.access(argv0, os.X_OK):
+            cmd = (argv0, "nvbind")
+        else:
+            cmd = (sys.executable, "python3", "-m", "nvbind")
+    root, log, config = settings.root, settings.log, settings.config_file
+    if root != "/":
+        cmd += ("--root", os.path.abspath(root))
+    cmd += ("--log", os.path.abspath(log) if log else "off")
+    if config:
+        cmd += ("--config", os.path.abspath(config))
+    return cmd
+
+
+def host(settings):
+    """The inventory loader decide() calls once a container is granted something: the
+    cached inventory, plus the devices the profile names."""
+    def load(profile_devices=()):
+        from nvbind.host import inventory
+        conf = settings.config
+        inv = inventory.cached(settings.root, settings.cache_dir, conf["mps_pipe_dir"],
+                               conf["mps_log_dir"], profile_devices)
+        for note in inv.notes:
+            if note.startswith("cannot write"):
+                warn(settings, note)
+        return inv
+    return load
+
+
+def warn(settings, note: str) -> None:
+    settings.result.setdefault("warnings", []).append(note)
+    if not settings.result.get("quiet"):
+        print(f"nvbind: warning: {note}", file=sys.stderr)
+
+
+def record(settings, decision) -> None:
+    """What the log line says of a decision."""
+    r = settings.result
+    if decision.note:
+        r["note"] = decision.note
+    if decision.grant is not None:
+        r["profile"] = decision.grant.profile.name
+    ed = decision.edits
+    if ed is not None and not ed.empty:
+        r.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
+
+
+def take_leases(settings, ed, bundle: str, cid: str | None, hostname: str | None) -> None:
+    if not ed.leases:
+        return
+    from nvbind.apply import leases
+    notes = leases.acquire(settings.config["lease_dir"], ed.leases,
+                           {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
+    settings.result["leases"] = ed.leases
+    for n in notes:
+        print(f"nvbind: {n}", file=sys.stderr)
+
+
+def _wanted(level: str, entry: dict) -> bool:
+    """log_level: error logs failures only, warn also runs with warnings, info/debug all."""
+    if level == "error":
+        return entry.get("outcome") != "ok"
+    if level == "warn":
+        return entry.get("outcome") != "ok" or "warnings" in entry
+    return True
+
+
+def logged(settings, stage: str, fn, *a) -> int:
+    """Run one door; append one JSON line to the log whatever happens, if log_level wants it.
+    Outcomes: ok, error (nvbind refused, one line on stderr), internal (a bug)."""
+    import time
+    t0 = time.monotonic()
+    entry: dict = {"stage": stage}
+    try:
+        rc = fn(settings, *a)
+        entry["outcome"] = "ok"
+        return rc
+    except NvbindError as e:
+        entry.update(outcome="error", error=" ".join(str(e).split()))
+        raise
+    except Exception as e:
+        entry.update(outcome="internal", error=f"internal: {type(e).__name__}: {e}")
+        raise
+    finally:
+        # the root as given; the configuration is read only where the stage needed it
+        entry["root"] = settings.root_opt or (settings.config["root"] if settings.loaded else "/")
+        entry.update(settings.result, duration_ms=round((time.monotonic() - t0) * 1000, 2))
+        entry.pop("quiet", None)
+        try:
+            log = settings.log
+        except NvbindError:
+            log = settings.log_opt       # a broken configuration: log where told, if told
+        if log and _wanted(settings.log_level(), entry):
+            from nvbind import log as logmod
+            logmod.record(log, entry)

@@ -1,0 +1,37 @@
+"""createContainer: soname links and the ld cache inside the container (the hook entry
+that precreate, the shim and CDI add), with the host's own ldconfig."""
+
+import sys
+
+from nvbind.errors import InputError
+from nvbind.settings import next_value
+
+
+def run(settings, rest: list[str]) -> int:
+    from nvbind import oci
+    from nvbind.apply import ldcache
+    folders, links, driver = [], [], None
+    it = iter(rest)
+    for a in it:
+        if a == "--folder":
+            folders.append(next_value(it, a))
+        elif a == "--driver-version":
+            driver = next_value(it, a)
+        elif a == "--link":
+            target, sep, link = next_value(it, a).partition("::")
+            if not sep or not target or not link.startswith("/"):
+                raise InputError(f"--link wants TARGET::/ABS/LINK, got {target}{sep}{link}")
+            links.append((target, link))
+        else:
+            raise InputError(f"hook createContainer: unknown argument {a!r}")
+    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    settings.result["id"] = state["id"]
+    _cfg, rootfs = oci.load_bundle(state["bundle"])
+    ldcache.make_links(rootfs, links)
+    if folders:
+        from nvbind.apply import compat
+        folders = compat.prepare(rootfs, driver, folders)
+        if folders[0] == compat.COMPAT_DIR:
+            settings.result["cuda_compat"] = compat.COMPAT_DIR
+        ldcache.update(rootfs, folders, settings.config.get("ldconfig") or None)
+    return 0

@@ -1,0 +1,54 @@
+"""createRuntime / prestart: inject into the container the runtime has just built."""
+
+import sys
+
+from nvbind.errors import InputError
+
+
+def run(settings, rest: list[str]) -> int:
+    from nvbind import decide, oci
+    from nvbind.doors import host, record, take_leases
+    from nvbind.settings import next_value
+    leases = []
+    it = iter(rest)
+    for a in it:
+        if a == "--lease":
+            leases.append(next_value(it, a))
+        else:
+            raise InputError(f"this hook stage takes only --lease KEY, got {a!r}")
+    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    settings.result["id"] = state["id"]
+    cfg, rootfs = oci.load_bundle(state["bundle"])
+    if leases:
+        # the entry precreate, the shim or CDI added: the decision was made there
+        from nvbind.core.edits import ContainerEdits
+        take_leases(settings, ContainerEdits(leases=leases), state["bundle"], state["id"],
+                    cfg.get("hostname"))
+        return 0
+    d = decide.decide(settings, cfg, host(settings))
+    record(settings, d)
+    ed = d.edits
+    if ed is None or ed.empty:
+        return 0
+    env = oci.env_map(cfg)
+    # The process environment is fixed by now. Markers may be missing; the admin's limits
+    # (CUDA_MPS_*) may not: refuse rather than start a container without them.
+    unmet = [e for e in ed.env if e.enforced and not e.name.startswith("NVBIND_")
+             and env.get(e.name) != e.value]
+    if unmet:
+        raise InputError(f"{', '.join(e.name for e in unmet)} must be set for isolation "
+                         f"{ed.isolation!r} (profile {ed.profile!r}), and this stage cannot set "
+                         "the environment: use precreate, the runtime shim or CDI")
+    take_leases(settings, ed, state["bundle"], state["id"], cfg.get("hostname"))
+    not_applied = [e.name for e in ed.env if env.get(e.name) != e.value]
+    if not_applied:
+        settings.result["env_not_applied"] = not_applied
+        print(f"nvbind: note: {', '.join(not_applied)} cannot be set at this stage (the process "
+              "environment is fixed); use precreate, the runtime shim or CDI for them",
+              file=sys.stderr)
+    from nvbind.apply import live
+    caps = set(d.grant.capabilities)
+    settings.result["done"] = live.apply(state, rootfs, ed,
+                                         d.host.driver_version if "compute" in caps else None,
+                                         settings.config.get("ldconfig") or None)
+    return 0

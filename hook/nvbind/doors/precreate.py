@@ -1,0 +1,36 @@
+"""precreate (podman): OCI config.json on stdin -> the edited config.json on stdout.
+
+podman runs precreate hooks in the caller's working directory, not the bundle, and gives
+no container id: nothing here is keyed per container. Leases are taken at createRuntime,
+whose state has the id and bundle (the edits add that hook)."""
+
+import sys
+
+from nvbind.errors import InputError
+
+
+def run(settings, rest: list[str]) -> int:
+    from nvbind import decide, oci
+    from nvbind.doors import host, record, self_command
+    if rest:
+        raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
+    text = oci.read_stdin(sys.stdin.buffer)
+    cfg = oci.parse_config(text, "config.json on stdin")
+    if isinstance(cfg.get("hostname"), str):
+        settings.result["hostname"] = cfg["hostname"]
+    if not oci.may_request(text):
+        # no key that could ask for a GPU appears anywhere (and no \u escape could hide
+        # one): the config goes back byte for byte, without loading anything else
+        sys.stdout.write(text)
+        return 0
+    d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
+    record(settings, d)
+    if d.edits is None or d.edits.empty:
+        sys.stdout.write(text)
+        return 0
+    from nvbind.apply import spec
+    for note in spec.apply(cfg, d.edits):
+        print(f"nvbind: {note}", file=sys.stderr)
+    sys.stdout.write(oci.dump(cfg))
+    sys.stdout.write("\n")
+    return 0
