@@ -200,15 +200,22 @@ exit 0
     return {"postinst": postinst, "prerm": prerm, "postrm": postrm}
 
 
-def build(tree: str, version: str, out: str, work: str) -> str:
-    if not os.path.isfile(os.path.join(tree, "nvbind")):
-        raise SystemExit(f"{tree}/nvbind missing: run `make dist` first")
+def build(tree: str, version: str, out: str, work: str, k8s: str) -> str:
+    for f in (os.path.join(tree, "nvbind"), k8s):
+        if not os.path.isfile(f):
+            raise SystemExit(f"{f} missing: run `make dist` first")
     root = os.path.join(work, "root")
     if os.path.lexists(root):
         shutil.rmtree(root)
     os.makedirs(root)
     os.chmod(root, 0o755)
     facts = prepare_tree(tree, root + LIB)
+    # the device plugin: the same program with gRPC, one file (grpc stays out of the
+    # one-dir tree the hooks run; packaging/pyi_options.py). It unpacks itself once per
+    # start of nvbind-device-plugin.service, which is a long-running daemon.
+    shutil.copyfile(k8s, root + LIB + "/nvbind-k8s")
+    run(STRIP + [root + LIB + "/nvbind-k8s"])
+    os.chmod(root + LIB + "/nvbind-k8s", 0o755)
 
     # the commands: symlinks into the tree (the bootloader finds its tree through
     # /proc/self/exe; `nvbind-runtime` is recognised by argv[0]'s basename)
@@ -299,11 +306,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tree", default=os.path.join(REPO, "dist", "nvbind-dir"))
     ap.add_argument("--version", default=None, help="package version (default: nvbind.__version__)")
+    ap.add_argument("--k8s", default=os.path.join(REPO, "dist", "nvbind-k8s"),
+                    help="the one-file build with gRPC, for the device plugin")
     ap.add_argument("--out", default=os.path.join(REPO, "dist"))
     ap.add_argument("--work", default=os.path.join(REPO, "build", "deb"))
     a = ap.parse_args()
     build(os.path.abspath(a.tree), a.version or version_from_source(), os.path.abspath(a.out),
-          os.path.abspath(a.work))
+          os.path.abspath(a.work), os.path.abspath(a.k8s))
     return 0
 
 

@@ -224,6 +224,26 @@ def test_install_gpu_units_remove_purge(deb, host, live_env, tmp_path_factory):
         p.terminate()
         p.wait(timeout=10)
 
+    # --- the device-plugin unit's command (nvbind-k8s, with gRPC) serves the kubelet API
+    # socket for the simulated host's GPUs, and removes it on SIGTERM
+    unit = open(units[2]).read()
+    cmd = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    plugins = tmp_path_factory.mktemp("plugins")
+    p = subprocess.Popen(cmd + ["--plugin-dir", str(plugins)], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if (plugins / "nvbind-gpu.sock").is_socket():
+                break
+            assert p.poll() is None, p.stderr.read()
+            subprocess.run(["sleep", "0.1"])
+        assert (plugins / "nvbind-gpu.sock").is_socket()
+    finally:
+        p.terminate()
+        err = p.communicate(timeout=30)[1]
+    assert "serving nvidia.com/gpu" in err and "sockets removed" in err, err
+    assert not list(plugins.iterdir())
+
     # --- a real podman container gets GPU 1 through the packaged hooks.d files
     pm = engines.Podman(str(tmp_path_factory.mktemp("pd")), HOOKS)   # runroot: < 50 chars
     pm.import_rootfs(image)
