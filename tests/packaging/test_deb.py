@@ -35,6 +35,7 @@ SKIP = (
     "/tmp", "/var/tmp",                             # scratch: this test's own state lives there
     "/work",                                        # the project's worktrees (other helpers write)
     "/root/.cache",                                 # pip/venv caches of concurrent builds
+    "/home",     # users' homes: the package adds no user (a concurrent rootless test did)
     "/var/lib/apt", "/var/cache/apt", "/var/lib/dpkg", "/var/log/apt", "/var/log/dpkg.log",
     "/var/log/alternatives.log", "/var/cache/debconf",  # apt's and dpkg's own logs and state
     "/var/cache/man",                               # man-db's index, rebuilt by its trigger
