@@ -77,7 +77,8 @@ def deb():
     """dist/nvbind_<version>_amd64.deb: `make deb`'s, or built here when missing or stale."""
     path = os.path.join(REPO, "dist", f"nvbind_{version()}_amd64.deb")
     inputs = [os.path.join(d, f) for d in (os.path.join(REPO, "packaging", "deb"),)
-              for f in os.listdir(d)] + [os.path.join(REPO, "dist", "nvbind-dir", "nvbind")]
+              for f in os.listdir(d)] + [os.path.join(REPO, "dist", "nvbind-dir", "nvbind"),
+                                             os.path.join(REPO, "dist", "nvbind-k8s")]
     if not os.path.exists(path) or any(os.path.getmtime(p) > os.path.getmtime(path)
                                        for p in inputs if os.path.exists(p)):
         build(version(), os.path.join(REPO, "dist"), os.path.join(REPO, "build", "deb"))
