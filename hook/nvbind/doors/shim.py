@@ -74,10 +74,7 @@ def run(settings, rest: list[str]) -> int:
 
 def edit_bundle(settings, bundle: str) -> None:
     """Apply precreate's edits to <bundle>/config.json in place."""
-    from nvbind import decide, oci
-    from nvbind.apply import spec
-    from nvbind.doors import host, record, self_command
-    from nvbind.sysio import atomic
+    from nvbind import oci
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
@@ -86,6 +83,10 @@ def edit_bundle(settings, bundle: str) -> None:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     if not oci.may_request(text):
         return None
+    from nvbind import decide
+    from nvbind.apply import spec
+    from nvbind.doors import host, record, self_command
+    from nvbind.sysio import atomic
     cfg = oci.parse_config(text, path)
     d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
     record(settings, d)
