@@ -188,7 +188,12 @@ def cmd_poststop(args: Args, rest: list[str]) -> int:
 
 
 def cmd_runtime(args: Args, rest: list[str]) -> int:
-    """OCI runtime shim: edit the bundle on create/run, then exec the real runtime."""
+    """OCI runtime shim: edit the bundle on create/run, then exec the real runtime.
+
+    On create the shim's stdio is the container's (containerd hands the container's fifos to
+    the runtime, which passes them on): nothing nvbind says may go there. Notes go to
+    nvbind's log entry; an error goes, as runc's own errors do, to the runtime's `--log`
+    file, from which containerd's shim puts it into the error docker and CRI return."""
     from nvbind.apply import shim
     verb, i = shim.split(rest)
     real = shim.real_runtime()
@@ -197,15 +202,29 @@ def cmd_runtime(args: Args, rest: list[str]) -> int:
         t0 = _now()
         entry: dict = {"stage": f"runtime {verb}", "root": args.root, "bundle": bundle,
                        "id": rest[-1] if len(rest) > i + 1 else None}
+        import io
+        saved, sys.stderr = sys.stderr, io.StringIO()
         try:
             ed = shim.edit_bundle(bundle, lambda cfg: _pipeline(args, cfg, result=entry), entry)
             if ed is not None:
                 _take_leases(args, ed, bundle, entry["id"], None)
             entry["outcome"] = "ok"
-        except NvbindError as e:
-            entry.update(outcome="error", error=" ".join(str(e).split()))
-            raise
+        except Exception as e:  # noqa: BLE001 - reported to the engine, never a traceback
+            msg = " ".join(str(e).split())
+            if not isinstance(e, NvbindError):
+                msg = f"internal: {type(e).__name__}: {msg}"
+            entry.update(outcome="error", error=msg)
+            runc_log = shim.global_value(rest, "--log")
+            if not runc_log:
+                raise
+            shim.report_error(runc_log, shim.global_value(rest, "--log-format"),
+                              f"nvbind: error: {msg}")
+            return e.exit_code if isinstance(e, NvbindError) else 1
         finally:
+            notes = [n for n in sys.stderr.getvalue().splitlines() if n.strip()]
+            sys.stderr = saved
+            if notes:
+                entry["notes"] = notes
             entry["duration_ms"] = round((_now() - t0) * 1000, 2)
             from nvbind import log
             log.record(args.log, entry)

@@ -100,3 +100,37 @@ def edit_bundle(bundle: str, pipeline, result: dict) -> None:
         print(f"nvbind: {note}", file=sys.stderr)
     write_atomically(path, oci.dump(cfg) + "\n")
     return ed
+
+
+def global_value(argv: list[str], name: str) -> str | None:
+    """The value of runc's global option `name` (`--log F` or `--log=F`) before the verb."""
+    verb, i = split(argv)
+    head = argv[:i] if verb is not None else argv
+    it = iter(head)
+    for a in it:
+        if a == name:
+            return next(it, None)
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def report_error(log_path: str, log_format: str | None, msg: str) -> None:
+    """Write an error where the caller of an OCI runtime reads it: runc's `--log` file, as
+    runc itself does (logrus; one JSON object a line with `--log-format json`).
+    containerd's runc shim reads the last `"level":"error"` line of that file and puts its
+    `msg` into the error docker and the CRI return (containerd-shim-runc-v2,
+    getLastRuntimeError; its `time` must parse as RFC 3339)."""
+    import time
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if log_format == "json":
+        from nvbind import fastjson
+        line = fastjson.dumps({"level": "error", "msg": msg, "time": now})
+    else:
+        line = 'time="%s" level=error msg="%s"' % (now, msg.replace("\\", "\\\\").replace('"', '\\"'))
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

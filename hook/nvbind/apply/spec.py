@@ -31,10 +31,11 @@ def apply(cfg: dict, ed: ContainerEdits) -> list[str]:
                        "options": list(m.options)})
     proc = cfg.setdefault("process", {})
     env = proc.setdefault("env", [])
-    keys = {e.partition("=")[0] for e in env}
+    have = dict(e.partition("=")[::2] for e in env if isinstance(e, str))
     for e in ed.env:
-        if e.name in keys:
-            notes.append(f"env {e.name}: set by the container, kept its value")
+        if e.name in have:
+            if have[e.name] != e.value:
+                notes.append(f"env {e.name}: set by the container, kept its value")
             continue
         env.append(f"{e.name}={e.value}")
     hooks = cfg.setdefault("hooks", {})
