@@ -117,7 +117,8 @@ def cmd_install(args: Args, rest: list[str], remove: bool = False) -> int:
             engines += [e for e in _next(it, a).split(",") if e]
         else:
             raise InputError(f"{'un' if remove else ''}install: unknown argument {a!r}")
-    return install.main(dest, engines, remove)
+    # a --root / --log given to install is written into every hook entry's env
+    return install.main(dest, engines, remove, args.root_opt, args.log_opt)
 
 
 def cmd_config(args: Args, rest: list[str]) -> int:

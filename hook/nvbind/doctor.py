@@ -137,7 +137,8 @@ def run(root: str, settings: dict, cache_dir: str | None, log_path: str | None,
 
 def _engines(root: str, r: str) -> list[dict]:
     out = []
-    hook_dirs = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    hook_dirs = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d",
+                 "/usr/local/lib/nvbind/hooks.d"]
     hooks = []
     for d in hook_dirs:
         try:
@@ -181,13 +182,31 @@ def _engines(root: str, r: str) -> list[dict]:
                               f"{'registered' if reg else 'not registered'}",
                               "" if reg or not found else "nvbind install --engine docker"))
         else:
-            reg = os.path.exists(r + "/etc/containerd/conf.d/99-nvbind.toml")
+            reg, why = _containerd(found, r)
             out.append(_check(engine, PASS if reg or not found else WARN,
                               f"{'found' if found else 'not installed'}; runtime nvbind "
-                              f"{'registered' if reg else 'not registered'}",
+                              f"{'registered' if reg else 'not registered'}"
+                              + (f" ({why})" if found else ""),
                               "" if reg or not found else "nvbind install --engine containerd"))
     out.append(_cdi(root, r))
     return out
+
+
+def _containerd(binary: str | None, r: str) -> tuple[bool, str]:
+    """What containerd itself has in force: `containerd config dump` merges config.toml,
+    its imports and the built-in defaults (a file on disk proves nothing)."""
+    if not binary:
+        return False, "not installed"
+    import subprocess
+    from nvbind import containerd_config
+    try:
+        p = subprocess.run([binary, "--config", r + "/etc/containerd/config.toml", "config", "dump"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"containerd config dump failed: {e}"
+    if p.returncode != 0:
+        return False, "containerd config dump failed: " + " ".join(p.stderr.split())[:200]
+    return containerd_config.registered(p.stdout)
 
 
 def _cdi(root: str, r: str) -> dict:
