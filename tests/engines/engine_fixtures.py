@@ -1,0 +1,84 @@
+"""Fixtures, imported by the test modules here (a nested conftest would shadow the top
+one's module name): real dockerd, containerd and buildah for the engine tests: each daemon with its own data
+root, state and sockets (tools/daemons.py), nvbind registered by `nvbind install --dest`
+exactly as an administrator would, against a simulated 2-GPU host."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import IS_ROOT, nvbind_cmd
+
+IMAGE = "localhost/nvbind-gpucheck:latest"
+PAUSE = "localhost/nvbind-pause:1"
+
+
+def need(*tools):
+    import daemons
+    if not IS_ROOT:
+        pytest.skip("real engines need root")
+    missing = daemons.tool_missing(*tools)
+    if missing:
+        pytest.skip(f"{missing} not installed (make setup installs docker.io, containerd, buildah)")
+
+
+def install(dest: str, engine: str, root: str, log: str) -> str:
+    """`nvbind --root ROOT --log LOG install --engine ENGINE --dest DEST`; its output."""
+    r = subprocess.run(nvbind_cmd() + ["--root", root, "--log", log, "install", "--engine", engine,
+                                       "--dest", dest], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def uninstall(dest: str) -> str:
+    r = subprocess.run(nvbind_cmd() + ["uninstall", "--dest", dest], capture_output=True,
+                       text=True, timeout=120, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def gpu_host(tmp_path_factory):
+    """(simulated 2-GPU host root, test rootfs, docker-format archive of it, pause archive)."""
+    need("gcc", "runc")
+    import daemons
+    import simhost
+    import testimage
+    base = tmp_path_factory.mktemp("engines")
+    root = str(base / "host")
+    simhost.build(root, gpus=2, mig=True, version="550.54.14", stale=True)
+    rootfs = testimage.build(str(base / "image"))
+    image = daemons.docker_archive(rootfs, IMAGE, str(base / "image.tar"))
+    # the CRI sandbox ("pause") image: the same busybox rootfs, waiting to be stopped
+    pause = daemons.docker_archive(rootfs, PAUSE, str(base / "pause.tar"),
+                                   cmd=["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"])
+    return root, rootfs, image, pause
+
+
+@pytest.fixture(scope="session")
+def docker_env(tmp_path_factory, gpu_host):
+    """dockerd 20.10 with nvbind installed by `nvbind install --engine docker` into a node tree
+    whose daemon.json already had settings of its own."""
+    need("/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/containerd", "unshare")
+    import daemons
+    root, _rootfs, image, _pause = gpu_host
+    base = tmp_path_factory.mktemp("docker")
+    dest = str(base / "node")
+    os.makedirs(f"{dest}/etc/docker")
+    with open(f"{dest}/etc/docker/daemon.json", "w") as f:
+        f.write('{\n  "log-driver": "json-file",\n  "debug": false\n}\n')
+    log = str(base / "nvbind.log")
+    out = install(dest, "docker", root, log)
+    d = daemons.Dockerd(f"{dest}/etc/docker/daemon.json", install_dest=dest,
+                        env={"NVBIND_ROOT": root, "NVBIND_LOG": log,
+                             "NVBIND_CACHE_DIR": str(base / "cache")})
+    d.start()
+    d.nvbind_log, d.node, d.install_out = log, dest, out
+    try:
+        d.load(image)
+        yield d
+    finally:
+        d.stop()
