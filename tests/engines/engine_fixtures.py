@@ -82,3 +82,35 @@ def docker_env(tmp_path_factory, gpu_host):
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd_env(tmp_path_factory, gpu_host):
+    """containerd 1.6 whose config.toml is Debian's (plus its own root, state, sockets and
+    the CRI settings this VM needs), with nvbind merged in by `install --engine containerd`."""
+    need("/usr/bin/containerd", "/usr/bin/ctr", "/usr/bin/containerd-shim-runc-v2", "unshare")
+    import daemons
+    root, _rootfs, image, pause = gpu_host
+    base = tmp_path_factory.mktemp("containerd")
+    dest = str(base / "node")
+    d = daemons.short_dir("nvbc-")
+    os.makedirs(f"{dest}/etc/containerd")
+    config = f"{dest}/etc/containerd/config.toml"
+    before = daemons.own_containerd_config(daemons.debian_containerd_config(), d, PAUSE)
+    with open(config, "w") as f:
+        f.write(before)
+    log = str(base / "nvbind.log")
+    out = install(dest, "containerd", root, log)
+    c = daemons.Containerd(config, d, install_dest=dest,
+                           env={"NVBIND_ROOT": root, "NVBIND_LOG": log,
+                                "NVBIND_CACHE_DIR": str(base / "cache")})
+    c.before, c.node, c.nvbind_log, c.install_out = before, dest, log, out
+    c.start()
+    try:
+        for ns in ("default", "k8s.io"):
+            for tar in (image, pause):
+                r = c.ctr(["images", "import", tar], ns=ns)
+                assert r.returncode == 0, r.stderr
+        yield c
+    finally:
+        c.stop()
