@@ -114,3 +114,70 @@ def containerd_env(tmp_path_factory, gpu_host):
         yield c
     finally:
         c.stop()
+
+
+class Node:
+    """Commands run as on a node where `nvbind install` wrote into DEST: a private mount
+    namespace binds DEST's /etc/containers, /usr/share/containers and /usr/local over the
+    host's, so podman and buildah read exactly the files install wrote, at their real paths,
+    and the host is not changed."""
+
+    BINDS = ("etc/containers", "usr/share/containers", "usr/local")
+
+    def __init__(self, dest: str, state: str):
+        self.dest, self.state = dest, state
+
+    def run(self, argv: list[str], timeout: float = 180, cwd: str | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        binds = " && ".join(f"mount --bind {self.dest}/{b} /{b}" for b in self.BINDS)
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               binds + ' && exec "$@"', "sh", *argv], capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd,
+                              env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                   "HOME": self.state, **(env or {})})
+
+    def storage(self) -> list[str]:
+        return ["--root", f"{self.state}/storage", "--runroot", f"{self.state}/run",
+                "--storage-driver", "overlay"]
+
+    def podman(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        # no --hooks-dir: podman reads containers.conf's hooks_dir, as on a real node
+        return self.run(["podman", *self.storage(), "--tmpdir", f"{self.state}/tmp",
+                         "--cgroup-manager", "cgroupfs",
+                         "--events-backend", "file", "--runtime", "runc", *args], **kw)
+
+    def buildah(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        # no --hooks-dir either: buildah's defaults are what a user gets
+        return self.run(["buildah", *self.storage(), "--cgroup-manager", "cgroupfs", *args], **kw)
+
+
+@pytest.fixture(scope="session")
+def podman_node(tmp_path_factory, gpu_host):
+    """A node with the host's containers configuration, `nvbind install --engine podman`."""
+    need("podman", "buildah", "runc", "unshare")
+    import shutil
+    root, rootfs, _image, _pause = gpu_host
+    base = tmp_path_factory.mktemp("podman-node")
+    dest = str(base / "node")
+    for d in ("etc/containers", "usr/share/containers"):
+        shutil.copytree(f"/{d}", f"{dest}/{d}", symlinks=True)
+    os.makedirs(f"{dest}/usr/local")
+    before = {d: sorted(os.listdir(f"{dest}/{d}")) for d in ("etc/containers", "usr/share/containers")}
+    log = str(base / "nvbind.log")
+    out = install(dest, "podman", root, log)
+    import daemons
+    node = Node(dest, daemons.short_dir("nvbp-"))   # podman: runroot at most 50 characters
+    node.nvbind_log, node.install_out, node.before = log, out, before
+    imp = subprocess.run(["sh", "-c", f"tar -C {rootfs} -c . | podman --root {node.state}/storage "
+                          f"--runroot {node.state}/run --tmpdir {node.state}/tmp --storage-driver overlay "
+                          f"import -q - {IMAGE}"],
+                         capture_output=True, text=True, timeout=300)
+    assert imp.returncode == 0, imp.stderr
+    yield node
+    node.podman(["rm", "-af"], timeout=120)
+    node.buildah(["rm", "--all"], timeout=120)
+    # its own --tmpdir: a reset must not remove the /run/libpod other podman users share
+    subprocess.run(["podman", *node.storage(), "--tmpdir", f"{node.state}/tmp", "system", "reset",
+                    "--force"], capture_output=True,
+                   timeout=300)
+    daemons._rmtree(node.state)
