@@ -168,6 +168,14 @@ def _engines(root: str, r: str) -> list[dict]:
                 out.append(_check(engine, FAIL, detail + f"; entries without env: {', '.join(bad_env)}",
                                   "every hook entry needs an explicit env (CVE-2025-23266)"))
                 continue
+            # buildah reads these two whatever containers.conf says, and fails on precreate
+            breaks = [p for p, h in hooks if "precreate" in (h.get("stages") or [])
+                      and os.path.dirname(p) in hook_dirs[:2]]
+            if engine == "podman" and breaks:
+                out.append(_check(engine, FAIL, detail + f"; precreate where buildah reads it: "
+                                  f"{', '.join(breaks)} (every buildah run / podman build fails)",
+                                  "remove it and run nvbind install --engine podman"))
+                continue
             status = PASS if ok else (WARN if found else PASS)
             out.append(_check(engine, status, detail, "" if ok or not found else
                               f"nvbind install --engine {'podman' if engine == 'podman' else 'crio'}"))

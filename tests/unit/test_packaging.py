@@ -140,3 +140,20 @@ def test_containerd_merge_keeps_runc_options_and_refuses_foreign_nvbind():
         raise AssertionError("merged into an inline table")
     except NvbindError as e:
         assert "by hand" in str(e)
+
+
+def test_doctor_flags_precreate_where_buildah_reads_it(tmp_path):
+    from nvbind import doctor
+    d = tmp_path / "usr/share/containers/oci/hooks.d"
+    d.mkdir(parents=True)
+    (d / "50-nvbind-precreate.json").write_text(json.dumps({
+        "version": "1.0.0", "hook": {"path": "/usr/local/bin/nvbind", "args": ["nvbind", "hook", "precreate"],
+                                     "env": ["PATH=/usr/bin"]}, "when": {"always": True},
+        "stages": ["precreate"]}))
+    podman = [c for c in doctor._engines(str(tmp_path), str(tmp_path)) if c["check"] == "podman"][0]
+    assert podman["status"] == doctor.FAIL and "buildah" in podman["detail"]
+    (d / "50-nvbind-precreate.json").unlink()
+    r = run_nvbind(["install", "--engine", "podman", "--dest", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    podman = [c for c in doctor._engines(str(tmp_path), str(tmp_path)) if c["check"] == "podman"][0]
+    assert podman["status"] != doctor.FAIL, podman
