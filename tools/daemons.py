@@ -71,8 +71,18 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(10)
 
 
+def unmount_under(path: str) -> None:
+    """Lazily unmount whatever is still mounted under path (ours only), deepest first."""
+    path = os.path.realpath(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for p in sorted({p for p in points if (p + "/").startswith(path)}, key=len, reverse=True):
+        subprocess.run(["umount", "-l", p], timeout=30, check=False, capture_output=True)
+
+
 def _rmtree(path: str) -> None:
-    # overlay mounts died with the mount namespace; what is left is plain files
+    # mounts in the daemons' namespaces died with them; any made in ours go first
+    unmount_under(path)
     subprocess.run(["rm", "-rf", "--one-file-system", path], timeout=120, check=False)
 
 
