@@ -163,6 +163,13 @@ class Installer:
 
     def engine(self, name: str) -> None:
         if name == "podman":
+            # an earlier nvbind put precreate where buildah reads it: take it away
+            old = f"{SHARED_HOOKS}/50-nvbind-precreate.json"
+            if old in self.m["files"]:
+                if os.path.lexists(self.p(old)):
+                    os.unlink(self.p(old))
+                    self.changes.append(f"removed {self.p(old)} (buildah rejects precreate)")
+                self.m["files"].remove(old)
             self.write(f"{PODMAN_HOOKS}/50-nvbind-precreate.json",
                        _hook_file("precreate", 10, self.hook_env))
             self.write(PODMAN_CONF, self._podman_conf())

@@ -157,3 +157,20 @@ def test_doctor_flags_precreate_where_buildah_reads_it(tmp_path):
     assert r.returncode == 0, r.stderr
     podman = [c for c in doctor._engines(str(tmp_path), str(tmp_path)) if c["check"] == "podman"][0]
     assert podman["status"] != doctor.FAIL, podman
+
+
+def test_reinstall_moves_precreate_out_of_buildahs_way(tmp_path):
+    """An install by an earlier nvbind left precreate in /usr/share/containers/oci/hooks.d."""
+    r = run_nvbind(["install", "--engine", "podman", "--dest", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    manifest = tmp_path / "usr/local/lib/nvbind/manifest.json"
+    m = json.loads(manifest.read_text())
+    old = "/usr/share/containers/oci/hooks.d/50-nvbind-precreate.json"
+    (tmp_path / old.lstrip("/")).parent.mkdir(parents=True)
+    (tmp_path / old.lstrip("/")).write_text("{}\n")
+    m["files"].append(old)
+    manifest.write_text(json.dumps(m))
+    r = run_nvbind(["install", "--engine", "podman", "--dest", str(tmp_path)])
+    assert r.returncode == 0 and b"buildah rejects precreate" in r.stdout, r.stderr
+    assert not (tmp_path / old.lstrip("/")).exists()
+    assert old not in json.loads(manifest.read_text())["files"]
