@@ -8,7 +8,7 @@ from nvbind.errors import InputError, NvbindError
 from nvbind.hooks import _pipeline, self_command
 
 
-def _cdi_text(args: Args, capabilities, fmt: str) -> str:
+def _cdi_text(args: Args, capabilities, fmt: str, host_paths: bool = False) -> str:
     import json
     from nvbind.apply import cdi
     from nvbind.host import inventory
@@ -16,6 +16,9 @@ def _cdi_text(args: Args, capabilities, fmt: str) -> str:
     if inv.driver_version is None:
         raise NvbindError("no NVIDIA driver found: nothing to describe")
     spec = cdi.generate(inv, capabilities, self_command(args.root, args.log, args.config_path))
+    if host_paths:
+        from nvbind.apply.cdi_host import host_paths as relocate
+        spec = relocate(spec, os.path.abspath(args.root))
     return (json.dumps(spec, indent=2) if fmt == "json" else cdi.to_yaml(spec)) + "\n"
 
 
@@ -25,10 +28,12 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
         raise InputError("cdi needs a verb: generate, list, validate")
     verb, rest = rest[0], rest[1:]
     if verb == "generate":
-        output, fmt, caps, watch = None, None, "utility,compute", None
+        output, fmt, caps, watch, host = None, None, "utility,compute", None, False
         it = iter(rest)
         for a in it:
-            if a == "--watch":
+            if a == "--host-paths":
+                host = True     # --root is the host's / seen from a container
+            elif a == "--watch":
                 try:
                     watch = float(_next(it, a))
                 except ValueError:
@@ -51,7 +56,7 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
         last = None
         while True:
             try:
-                text = _cdi_text(args, capabilities, fmt)
+                text = _cdi_text(args, capabilities, fmt, host)
             except NvbindError:
                 if watch is None:
                     raise
@@ -59,6 +64,7 @@ def cmd_cdi(args: Args, rest: list[str]) -> int:
             if text is not None and text != last:
                 if output:
                     from nvbind.apply.shim import write_atomically
+                    os.makedirs(os.path.dirname(os.path.abspath(output)), 0o755, exist_ok=True)
                     write_atomically(os.path.abspath(output), text)
                     os.chmod(output, 0o644)
                     print(f"wrote {output}", file=sys.stderr)

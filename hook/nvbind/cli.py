@@ -16,6 +16,7 @@ verbs:
   runtime [RUNTIME ARGS...]      OCI runtime shim (docker, containerd): edits the bundle on
                                  create/run, then runs the real runtime (NVBIND_RUNTIME, runc)
   cdi generate [--output F] [--format json|yaml] [--capabilities LIST] [--watch SECONDS]
+               [--host-paths]    paths as the host sees them (--root is its / in a container)
   cdi list [--spec-dir D]...     CDI devices in /etc/cdi and /var/run/cdi
   cdi validate F                 official CDI schema + the rules it misses
   install --engine podman|crio|docker|containerd [--dest DIR]

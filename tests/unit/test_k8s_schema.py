@@ -49,3 +49,23 @@ def test_no_path_through_the_nodes_var_run():
     with open(os.path.join(K8S, "daemonset.json")) as f:
         text = f.read()
     assert "/host/var/run" not in text
+
+
+def test_cdi_generate_host_paths(sim_root, tmp_path):
+    """As the DaemonSet runs it: the node's / at --root, the spec for the node's runtime."""
+    from conftest import run_nvbind
+    out = tmp_path / "host-run" / "cdi" / "nvidia.json"        # directory made on demand
+    log = os.path.join(sim_root, "var/log/nvbind.log")
+    r = run_nvbind(["--root", sim_root, "--log", log, "cdi", "generate", "--host-paths",
+                    "--output", str(out)])
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert sim_root not in text                                 # nothing names the mount point
+    spec = json.loads(text)
+    nodes = [n for d in spec["devices"] for n in d["containerEdits"].get("deviceNodes", [])]
+    assert nodes and all(n.get("hostPath", n["path"]) == n["path"] for n in nodes)
+    for h in spec["containerEdits"].get("hooks", []):
+        assert "--root" not in h["args"] and "/var/log/nvbind.log" in h["args"]
+    # without --host-paths the spec names the simulated root (what a test host needs)
+    r = run_nvbind(["--root", sim_root, "cdi", "generate"])
+    assert sim_root in r.stdout.decode()
