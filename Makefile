@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time debootstrap
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time \
+  debootstrap docker.io containerd buildah
 SIM ?= .sim
 
 .PHONY: setup apt venv demo test unit e2e bench clean proto realhost real
