@@ -146,7 +146,7 @@ def test_containerd_merge_keeps_runc_options_and_refuses_foreign_nvbind():
 
 
 def test_doctor_flags_precreate_where_buildah_reads_it(tmp_path):
-    from nvbind import doctor
+    from nvbind.admin import doctor
     d = tmp_path / "usr/share/containers/oci/hooks.d"
     d.mkdir(parents=True)
     (d / "50-nvbind-precreate.json").write_text(json.dumps({
