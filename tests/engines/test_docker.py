@@ -54,8 +54,9 @@ def test_nothing_nvbind_says_lands_in_container_output(docker_env):
         logs = docker_env.cli(["logs", name])
         assert logs.returncode == 0
         assert "container-output" in logs.stdout
-        # the container's own value was kept, and nvbind said so in its log only
-        assert "NVBIND_CAPABILITIES=mine" in logs.stdout
+        # nvbind's marker replaced the container's value (policy), and said so in its log only
+        assert "NVBIND_CAPABILITIES=compute,utility" in logs.stdout
+        assert "NVBIND_CAPABILITIES=mine" not in logs.stdout
         assert "nvbind" not in logs.stdout + logs.stderr
         noted = [e for e in entries(docker_env.nvbind_log) if e.get("notes")]
         assert any("NVBIND_CAPABILITIES" in n for e in noted for n in e["notes"])

@@ -64,6 +64,7 @@ def kube_node(gpu_host, tmp_path_factory):
     ctx = str(base / "ctx")
     os.makedirs(f"{ctx}/dist")
     shutil.copy2(ONEFILE, f"{ctx}/dist/nvbind")
+    shutil.copy2(os.path.join(os.path.dirname(ONEFILE), "nvbind-k8s"), f"{ctx}/dist/nvbind-k8s")
     b = subprocess.run(pm + ["build", "--from", BASE, "--network", "none", "-f",
                              os.path.join(K8S, "Containerfile"), "-t", tag, ctx],
                        capture_output=True, text=True, timeout=600)
@@ -99,7 +100,7 @@ def test_daemonset_containers_under_podman(kube_node):
     text = open(f"{node}/etc/containerd/config.toml").read()
     assert "runtimes.nvbind.options]" in text
     assert os.path.islink(f"{node}/usr/local/bin/nvbind")
-    (c,) = spec["containers"]
+    c = next(c for c in spec["containers"] if c["name"] == "cdi-refresh")
     r = subprocess.run(pm + ["run", "-d", "--name", "cdi-refresh", *_podman_args(c, volumes, node)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
