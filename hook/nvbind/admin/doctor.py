@@ -74,9 +74,9 @@ def run(root: str, settings: dict, cache_dir: str | None, log_path: str | None,
                           "majors match /proc/devices"))
     # ld cache
     try:
-        from nvbind.host import ldcache, libraries
+        from nvbind.host import discover, ldcache
         with open(r + "/etc/ld.so.cache", "rb") as f:
-            entries = ldcache.for_arch(ldcache.parse(f.read(64 << 20)), libraries.machine_arch())
+            entries = ldcache.for_arch(ldcache.parse(f.read(64 << 20)), discover.machine_arch())
         has = any(n == "libcuda.so.1" for n, _ in entries)
         out.append(_check("ld cache", PASS if has else WARN, f"{len(entries)} entries"
                           + ("" if has else "; no libcuda.so.1 (nvbind falls back to a directory scan)"),
