@@ -77,7 +77,7 @@ def gcc(args):
 def full_library_set() -> dict:
     """Every library nvbind knows (NVIDIA's lists), for benchmarks at full size."""
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "hook"))
-    from nvbind.host.libraries import LIBRARIES
+    from nvbind.host.discover.libraries import LIBRARIES
     libs = dict(LIBS)
     for names in LIBRARIES.values():
         for base in names:

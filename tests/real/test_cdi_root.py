@@ -27,7 +27,9 @@ def _strings(obj):
 
 
 def test_spec_never_carries_the_root_prefix(host, tmp_path):
-    r = nvbind(["--root", host.root, "cdi", "generate", "--capabilities", "all"])
+    # as the DaemonSet runs it: its log under the root too (NVBIND_LOG=/host/var/log/...)
+    r = nvbind(["--root", host.root, "cdi", "generate", "--capabilities", "all"],
+               env={"NVBIND_LOG": host.root + "/var/log/nvbind-realhost-test.log"})
     assert r.returncode == 0, r.stderr
     spec = json.loads(r.stdout)
     leaks = sorted({s for s in _strings(spec) if host.root in s})

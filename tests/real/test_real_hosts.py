@@ -6,12 +6,13 @@ nvidia-smi runs (and fails only for want of a kernel driver), the real libraries
 dlopen()ed by soname, the loaders' JSON files name libraries that load, the Vulkan loader
 reads the ICD, and the ld cache survives ldconfig and dpkg inside the container.
 """
+import json
 import os
 import re
 
 import pytest
 
-from realenv import debian_host, host, real, real_state  # noqa: F401 (fixtures)
+from realenv import debian_host, host, nvbind, real, real_state  # noqa: F401 (fixtures)
 
 # nvidia-smi's own words when /dev/nvidiactl answers ENXIO (no kernel module): verified by
 # running Debian's 535.261.03 nvidia-smi in these containers.
@@ -106,6 +107,8 @@ def test_persistenced_socket_gone_container_still_starts(debian_host):
     assert r.returncode == 0 and "SOCKET" in r.stdout, r.stdout + r.stderr
     os.unlink(sock)
     try:
+        info = nvbind(["--root", h.root, "info", "--json"], env={"NVBIND_CACHE_DIR": h.cache_dir})
+        assert json.loads(info.stdout)["cache"]["state"] != "fresh", "cache blind to the socket"
         r = h.run("test -e /run/nvidia-persistenced/socket || echo NO-SOCKET; nvidia-smi -L; true",
                   caps="utility")
         assert r.returncode == 0, r.stdout + r.stderr
