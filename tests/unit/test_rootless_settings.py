@@ -7,20 +7,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 
 from conftest import IS_ROOT, REPO
 
+# the defaults, not Settings().config: a config file an admin left in /etc/nvbind would
+# override them (and need jsonschema, which the system python lacks)
 CODE = ("import json, nvbind.settings as s; d, why = s.user_runtime_dir(); "
-        "c = s.Settings([]).config; print(json.dumps([s.host_root(), d, why, c['cache_dir'], c['lease_dir']]))")
+        "c = s._defaults(); print(json.dumps([s.host_root(), d, why, c['cache_dir'], c['lease_dir']]))")
 
 
 def _as(uid, env, tmp_path, userns=False):
+    src = tmp_path / "src"         # a copy the uid can read, wherever the checkout lies
+    if not src.exists():
+        shutil.copytree(f"{REPO}/hook/nvbind", src / "nvbind",
+                        ignore=shutil.ignore_patterns("__pycache__", "k8s"))
     pre = ["unshare", "--user", "--map-root-user"] if userns else []
     cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *pre,
-           "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={REPO}/hook", "NVBIND_CONFIG=",
+           "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={src}", "PYTHONDONTWRITEBYTECODE=1",
            *[f"{k}={v}" for k, v in env.items()], "/usr/bin/python3", "-c", CODE]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr
@@ -34,7 +41,6 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="setpriv to other uids needs
 def open_tmp():
     """A temp dir other users can reach (pytest's are private to root)."""
     import pathlib
-    import shutil
     import tempfile
     d = tempfile.mkdtemp(prefix="nvbind-rlset-", dir="/var/tmp")
     os.chmod(d, 0o755)
