@@ -60,7 +60,8 @@ def allow(pid: int, rules) -> str:
         # the runtime made no cgroup for the container (rootless, cgroups disabled): rules
         # written here would reach every process that shares it, nvbind's caller included
         raise NvbindError(f"container pid {pid} has no device cgroup of its own (it shares "
-                          f"{path} with the hook); refusing to allow devices there")
+                          f"{path} with the hook); refusing to allow devices there: use the precreate "
+                          "hook, the runtime shim or CDI")
     if version == "v1":
         target = os.path.join(path, "devices.allow")
         try:
