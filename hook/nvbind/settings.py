@@ -51,7 +51,7 @@ def host_root() -> bool:
         return True         # no user namespaces in this kernel
 
 
-def _host_uid() -> int:
+def host_uid() -> int:
     """This process's euid as the parent user namespace sees it (the login user of rootless
     podman's namespace), from /proc/self/uid_map; the euid itself when not mapped."""
     euid = os.geteuid()
@@ -74,7 +74,7 @@ def user_runtime_dir() -> tuple[str | None, str]:
     the `env` of its entry)."""
     owner = os.geteuid()
     tried = []
-    for d in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{_host_uid()}"):
+    for d in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{host_uid()}"):
         if not d or d in tried:
             continue
         tried.append(d)
@@ -84,7 +84,7 @@ def user_runtime_dir() -> tuple[str | None, str]:
             continue
         if os.path.isabs(d) and st.st_uid == owner and not st.st_mode & 0o022:
             return os.path.join(d, "nvbind"), ""
-    return None, (f"running as uid {_host_uid()} (not root) with no per-user runtime directory "
+    return None, (f"running as uid {host_uid()} (not root) with no per-user runtime directory "
                   f"({' or '.join(tried) or 'XDG_RUNTIME_DIR unset'}: missing, or not owned by "
                   "this user and private)")
 

@@ -242,7 +242,6 @@ def test_live_hook_refuses_cleanly(rl):
     assert r.returncode != 0, r.stdout
     assert "nvbind: error: container " in r.stderr and "without host root" in r.stderr, r.stderr
     assert "use the precreate hook or CDI" in r.stderr and "Traceback" not in r.stderr
-    print(r.stderr)
     new = [x for x in _log(rl)[before:] if x["stage"] == "createRuntime"]
     assert new and new[-1]["outcome"] == "error", new
     # a container that asks for nothing is not harmed by the same hook
