@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a command with a simulated host's /dev/nvidia* nodes at the real /dev paths.
 
-    tools/devoverlay.py SIMROOT SCRATCH -- CMD...
+    tools/devoverlay.py [--cgroup2] SIMROOT SCRATCH -- CMD...
 
 Rootless podman cannot mknod: it bind-mounts the host's own /dev/nvidia* into the
 container. A simulated host keeps its nodes under SIMROOT/dev, so for rootless tests those
@@ -11,6 +11,8 @@ and checks that the namespace is a new one), it mounts a tmpfs at SCRATCH, mirro
 of /dev there (symlinks copied; files and directories bind-mounted, submounts included),
 bind-mounts SIMROOT's nvidia nodes (and nvidia-caps) over empty files made beside them,
 then mounts that tmpfs over /dev and execs CMD. All of it dies with the namespace.
+--cgroup2 also mounts cgroup2 on /sys/fs/cgroup there: a unified-mode host (Debian 12's
+default) on a machine booted hybrid.
 """
 from __future__ import annotations
 
@@ -43,8 +45,14 @@ def main(argv: list[str]) -> int:
     if here == outer:
         print("devoverlay: still in the caller's mount namespace; refusing", file=sys.stderr)
         return 2
+    cgroup2 = argv[0] == "--cgroup2"
+    if cgroup2:
+        argv = argv[1:]
     sep = argv.index("--")
     sim, scratch, cmd = os.path.abspath(argv[0]), os.path.abspath(argv[1]), argv[sep + 1:]
+    if cgroup2:
+        # as tools/engines.py RUNTIMES["runc-v2"]: a cgroup v2 host, in this namespace only
+        _mount("-t", "cgroup2", "none", "/sys/fs/cgroup")
     os.makedirs(scratch, exist_ok=True)
     _mount("-t", "tmpfs", "-o", "mode=755", "nvbind-devoverlay", scratch)
     nvidia = {n for n in os.listdir(f"{sim}/dev") if n.startswith("nvidia")}

@@ -85,15 +85,17 @@ class User:
 class RootlessPodman:
     """podman as `user`, storage under state/u (owned by the user), runc, cgroupfs."""
 
-    def __init__(self, user: User, state: str, sim_root: str):
+    def __init__(self, user: User, state: str, sim_root: str, cgroup2: bool = False):
         self.user, self.state, self.sim = user, os.path.abspath(state), os.path.abspath(sim_root)
+        self.cgroup2 = cgroup2
         self.home = f"{self.state}/u"
         os.makedirs(self.home, exist_ok=True)
         os.chown(self.home, user.uid, user.gid)
         os.makedirs(f"{self.state}/devfs", exist_ok=True)
 
     def base(self, hooks_dir: str | None = None) -> list[str]:
-        cmd = [sys.executable, os.path.join(HERE, "devoverlay.py"), self.sim, f"{self.state}/devfs",
+        cmd = [sys.executable, os.path.join(HERE, "devoverlay.py"), *(["--cgroup2"] if self.cgroup2 else []),
+               self.sim, f"{self.state}/devfs",
                "--", "runuser", "-u", self.user.name, "--",
                "env", "-i", PATH, f"HOME={self.user.home}", f"XDG_RUNTIME_DIR={self.user.runtime_dir}",
                "podman", "--root", f"{self.home}/storage", "--runroot", f"{self.home}/run",

@@ -44,8 +44,8 @@ class Env:
     pass
 
 
-@pytest.fixture(scope="module")
-def rl():
+@pytest.fixture(scope="module", params=["cgroup-v1", "cgroup-v2"])
+def rl(request):
     if not IS_ROOT:
         pytest.skip("rootless tests make a user and a simulated host: need root")
     for tool in ("podman", "runc", "newuidmap", "newgidmap", "runuser", "unshare"):
@@ -68,7 +68,9 @@ def rl():
     e.exe = f"{e.state}/bin/nvbind"
     shutil.copy2(DIST, e.exe)
     os.chmod(e.exe, 0o755)
-    e.pm = rootless.RootlessPodman(e.user, e.state, e.root)
+    # this machine boots hybrid (v1 devices); Debian 12 boots unified: both, podman's own
+    # namespaces (its pause process) made in one or the other
+    e.pm = rootless.RootlessPodman(e.user, e.state, e.root, cgroup2=request.param == "cgroup-v2")
     e.log = f"{e.pm.home}/nvbind.log"
     for name, stage, args in (("precreate", "precreate", ()), ("live", "createRuntime", ())):
         d = f"{e.state}/hooks-{name}"
@@ -80,6 +82,8 @@ def rl():
     shutil.rmtree(e.cache, ignore_errors=True)      # from an earlier run: start with none
     try:
         e.pm.import_rootfs(testimage.build(f"{e.state}/image-rootfs"), IMAGE)
+        info = e.pm.podman(["info", "--format", "{{.Host.CgroupsVersion}} {{.Host.Security.Rootless}}"])
+        assert info.stdout.split() == [request.param[-2:], "true"], info.stdout + info.stderr
         yield e
     finally:
         e.pm.close()
