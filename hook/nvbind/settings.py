@@ -85,8 +85,8 @@ def user_runtime_dir() -> tuple[str | None, str]:
         if os.path.isabs(d) and st.st_uid == owner and not st.st_mode & 0o022:
             return os.path.join(d, "nvbind"), ""
     return None, (f"running as uid {host_uid()} (not root) with no per-user runtime directory "
-                  f"({' or '.join(tried) or 'XDG_RUNTIME_DIR unset'}: missing, or not owned by "
-                  "this user and private)")
+                  f"({' or '.join(tried) or 'XDG_RUNTIME_DIR unset'}: missing, not owned by "
+                  "this user, or writable by others)")
 
 
 def _defaults() -> dict:
