@@ -65,6 +65,11 @@ def take_leases(settings, ed, bundle: str, cid: str | None, hostname: str | None
     if not ed.leases:
         return
     from nvbind.apply import leases
+    if not settings.config["lease_dir"]:
+        from nvbind.settings import user_runtime_dir
+        raise NvbindError("exclusive GPU access needs a lease directory, and there is none: "
+                          f"{user_runtime_dir()[1]}; set XDG_RUNTIME_DIR in the hook's env, or "
+                          "lease_dir in the configuration; refusing the exclusive container")
     notes = leases.acquire(settings.config["lease_dir"], ed.leases,
                            {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
     settings.result["leases"] = ed.leases

@@ -1,4 +1,5 @@
-"""The host inventory cache (default /run/nvbind/inventory.json).
+"""The host inventory cache (default /run/nvbind/inventory.json; $XDG_RUNTIME_DIR/nvbind for a
+non-root user, see settings.user_runtime_dir).
 
 Hooks must not rediscover the host (or ever call NVML) per container. The cache holds
 the full inventory and a fingerprint of what it was built from: the driver version,
@@ -85,8 +86,12 @@ def fingerprint(root: str) -> dict:
             "ldcache": ldc, "watch": _watched(r, driver)}
 
 
-def _ours(st) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _ours(st, owner: int | None = None) -> bool:
+    """Trusted: owned by `owner` (this euid: root for the host's cache; for rootless podman's
+    hooks, uid 0 of its user namespace, which is the user who owns $XDG_RUNTIME_DIR/nvbind)
+    and writable by no one else."""
+    return st.st_uid == (os.geteuid() if owner is None else owner) \
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def load(cache_dir: str, fp: dict) -> Inventory | None:
