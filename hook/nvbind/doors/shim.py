@@ -49,10 +49,12 @@ def bundle_of(args: list[str]) -> str:
 def real_runtime() -> str:
     want = os.environ.get("NVBIND_RUNTIME") or ""
     me = os.path.realpath(sys.executable if getattr(sys, "frozen", False) else sys.argv[0])
+    # nor the exec front end beside it (packaging/frontend), which would call us again
+    front = os.path.join(os.path.dirname(me), "nvbind-runtime")
     for name in ([want] if want else []) + list(CANDIDATES):
         path = name if os.path.isabs(name) else shutil.which(name, path=os.environ.get("PATH")
                                                             or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        if path and os.access(path, os.X_OK) and os.path.realpath(path) != me:
+        if path and os.access(path, os.X_OK) and os.path.realpath(path) not in (me, front):
             return path
     raise NvbindError(f"no real OCI runtime found (NVBIND_RUNTIME={want!r}, tried {', '.join(CANDIDATES)})")
 
