@@ -19,7 +19,7 @@
  * a relative path with a '/', or a name on PATH), else runc on PATH; PATH is the
  * environment's, else /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; a
  * candidate must be executable, not a directory, and neither this program nor nvbind
- * (by real path). When no real runtime is found, or anything here fails, nvbind (Python)
+ * (the same file: device and inode). When no real runtime is found, or anything here fails, nvbind (Python)
  * runs instead and reports the error the way it reports errors (runc's --log convention
  * included); this program writes nothing itself unless even nvbind cannot be executed.
  * The original argument vector (argv[1..]) is passed on unchanged; argv[0] is the
@@ -45,7 +45,7 @@ static const char *const TRIGGERS[] = { /* oci.TRIGGERS */
 static const char *const GLOBAL_WITH_VALUE[] = {"--root", "--log", "--log-format", "--criu",
                                                 "--rootless"};
 
-static char self_path[PATH_MAX], nvbind_path[PATH_MAX], nvbind_real[PATH_MAX];
+static char self_path[PATH_MAX], nvbind_path[PATH_MAX];
 
 extern char **environ;
 
@@ -125,16 +125,26 @@ static int may_request(const char *bundle) {
 }
 
 /* shim.real_runtime()'s check: an absolute path must be executable (os.access), others
- * pass shutil.which's check (exists, executable, not a directory); and not us, nor nvbind,
- * by real path */
+ * pass shutil.which's check (exists, executable, not a directory); and it must be neither
+ * this program nor nvbind. Compared by device and inode (stat follows links as realpath
+ * does; a hard link to either is refused too): fewer system calls than realpath. */
+static int same_file(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
 static int usable(const char *path) {
+    static struct stat self, nvbind;
+    static int have_self = -1, have_nvbind = -1;
     struct stat st;
-    char real[PATH_MAX];
-    if (access(path, X_OK) != 0 || (path[0] != '/' && (stat(path, &st) != 0 || S_ISDIR(st.st_mode))))
+    if (access(path, X_OK) != 0 || stat(path, &st) != 0 || (path[0] != '/' && S_ISDIR(st.st_mode)))
         return 0;
-    if (!realpath(path, real))
+    if (have_self < 0)
+        have_self = stat("/proc/self/exe", &self) == 0;
+    if (!have_self || same_file(&st, &self))
         return 0;
-    return strcmp(real, self_path) != 0 && strcmp(real, nvbind_real) != 0;
+    if (have_nvbind < 0)
+        have_nvbind = stat(nvbind_path, &nvbind) == 0;
+    return !(have_nvbind && same_file(&st, &nvbind));
 }
 
 /* shim.real_runtime(): into out; 0 when found */
@@ -196,8 +206,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "nvbind-runtime: error: path too long\n");
         return 1;
     }
-    if (!realpath(nvbind_path, nvbind_real))
-        nvbind_real[0] = 0;
 
     int v = verb_index(argc, argv);
     if (v > 0 && (strcmp(argv[v], "create") == 0 || strcmp(argv[v], "run") == 0)
