@@ -16,7 +16,8 @@
  *   - the log line (log.record, the same keys) when the log level wants it.
  * Anything off that path goes to nvbind itself, which decides and reports the way it always
  * does (the state it read is handed over on stdin): an option it does not know, a
- * configuration file that sets ldconfig, log_level or root (it reads no TOML), no
+ * configuration file (--config, NVBIND_CONFIG, /etc/nvbind/config.toml) that is missing when
+ * named or whose bytes mention ldconfig, log_level, log_file or root (it reads no TOML), no
  * --log/NVBIND_LOG, a state or config.json that is not plain (escapes in the strings it
  * needs, duplicate keys, odd paths, a malformed document), no openat2, and any failure
  * while working (nvbind redoes the work, which is idempotent, and reports the error).
@@ -655,6 +656,9 @@ int main(int argc, char **argv) {
     g_argv = argv;
     NEED(argc < MAX_ARGS);
     const char *root = getenv("NVBIND_ROOT"), *log = getenv("NVBIND_LOG"), *driver = NULL;
+    const char *cfg = getenv("NVBIND_CONFIG");
+    if (cfg && !*cfg)
+        cfg = NULL;
     if (root && !*root)
         root = NULL;
     char *folders[MAX_ARGS], *targets[MAX_ARGS], *links[MAX_ARGS];
@@ -667,8 +671,10 @@ int main(int argc, char **argv) {
             root = argv[i] + 7;
         else if (!strcmp(argv[i], "--log") && i + 1 < argc)
             log = argv[++i];
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            cfg = argv[++i];
         else
-            break; /* --config and anything else: nvbind */
+            break; /* anything else: nvbind */
     }
     NEED(root == NULL || *root);
     NEED(i + 1 < argc && !strcmp(argv[i], "hook") && !strcmp(argv[i + 1], "createContainer"));
@@ -690,10 +696,12 @@ int main(int argc, char **argv) {
     for (int k = 0; k < nf; k++)
         NEED(folders[k][0] == '/' && clean_path(folders[k]));
     /* settings nvbind would read from its configuration file */
-    const char *cfg = getenv("NVBIND_CONFIG");
-    NEED(!cfg || !*cfg); /* an explicit file: nvbind */
+    /* settings.load: --config, else NVBIND_CONFIG, else the default path; an explicit file
+     * that is missing is nvbind's error to report */
     static const char *const keys[] = {"ldconfig", "log_level", "root", "log_file", NULL};
-    NEED(!has_bytes(DEFAULT_CONFIG, keys));
+    if (cfg && access(cfg, F_OK) != 0)
+        fallback();
+    NEED(!has_bytes(cfg ? cfg : DEFAULT_CONFIG, keys));
     const char *level = getenv("NVBIND_LOG_LEVEL");
     int want_log = !(level && *level && (!strcmp(level, "error") || !strcmp(level, "warn")));
     NEED(log != NULL); /* the default log file comes from the configuration: nvbind */

@@ -105,9 +105,8 @@ def test_same_result_as_nvbind_without_python(bundle, sim_root, tmp_path, compat
     assert execs == [FAST], execs                  # no Python (ldconfig runs by fexecve)
     fast = snapshot(bundle)
     reset(bundle)
-    # nvbind's own hook; an explicit (empty) configuration file keeps the C program out
-    rc, err, execs = run(NVBIND, args(sim_root, log), bundle, env={"NVBIND_CONFIG": "/dev/null"},
-                         tmp_path=tmp_path)
+    # nvbind's own hook
+    rc, err, execs = run(NVBIND, args(sim_root, log), bundle, tmp_path=tmp_path)
     assert rc == 0, err
     assert fast == snapshot(bundle)                # the same links, conf files and cache bytes
     assert fast[0]["usr/lib64/libcuda.so.1"] == f"libcuda.so.{VERSION}"
@@ -121,6 +120,13 @@ def test_same_result_as_nvbind_without_python(bundle, sim_root, tmp_path, compat
     assert lines[0]["outcome"] == "ok" and lines[0]["id"] == "c1"
 
 
+def test_plain_config_file_is_handled_without_python(bundle, sim_root, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('default_profile = "default"\n')
+    rc, err, execs = run(FAST, ["--config", str(conf), *args(sim_root, "off")], bundle, tmp_path=tmp_path)
+    assert rc == 0 and execs == [FAST], err
+
+
 def test_cache_matches_ldconfig_run_by_hand(bundle, sim_root, tmp_path):
     """ldconfig is the reference: the cache is what `ldconfig -r ROOTFS FOLDER` writes."""
     rc, err, _ = run(FAST, args(sim_root, "off"), bundle, tmp_path=tmp_path)
@@ -131,7 +137,7 @@ def test_cache_matches_ldconfig_run_by_hand(bundle, sim_root, tmp_path):
     assert open(f"{bundle}/rootfs/etc/ld.so.cache", "rb").read() == cache
 
 
-@pytest.mark.parametrize("case", ["escaped-bundle", "config-option", "config-key", "unknown-arg",
+@pytest.mark.parametrize("case", ["escaped-bundle", "config-option", "config-missing", "config-key", "unknown-arg",
                                   "escaped-root-path", "dotdot-root-path", "duplicate-root"])
 def test_hands_over_to_nvbind(bundle, sim_root, tmp_path, case):
     log = str(tmp_path / "log")
@@ -142,8 +148,12 @@ def test_hands_over_to_nvbind(bundle, sim_root, tmp_path, case):
     if case == "escaped-bundle":
         text = text.replace('"bundle": "/', '"bundle": "\\/', 1)
         assert json.loads(text)["bundle"] == bundle
-    elif case == "config-option":
-        argv = ["--config", "/dev/null", *argv]
+    elif case == "config-option":           # a comment is enough: it reads no TOML
+        conf = tmp_path / "c.toml"
+        conf.write_text('# log_level = "debug"\n')
+        argv = ["--config", str(conf), *argv]
+    elif case == "config-missing":
+        argv = ["--config", str(tmp_path / "nonexistent.toml"), *argv]
     elif case == "config-key":
         conf = tmp_path / "etc-config.toml"
         conf.write_text('ldconfig = "/sbin/ldconfig"\n')
@@ -164,6 +174,8 @@ def test_hands_over_to_nvbind(bundle, sim_root, tmp_path, case):
     assert NVBIND in execs, (case, execs)
     if case == "unknown-arg":
         assert rc != 0 and "unknown argument '--bogus'" in err
+    elif case == "config-missing":
+        assert rc != 0 and "does not exist" in err
     else:
         assert rc == 0, (case, err)
         links, _, _ = snapshot(bundle)
