@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -162,3 +163,42 @@ def test_install_links_the_front_end(tmp_path):
     with open(str(dest) + target, "rb") as f:
         assert f.read(4) == b"\x7fELF"
     assert os.path.exists(os.path.join(os.path.dirname(str(dest) + target), "nvbind"))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root (runc)")
+def test_container_life_through_the_front_end(live_env, tmp_path):
+    """A real runc container asking for GPU 1, driven through nvbind-runtime as containerd
+    drives a runtime: the GPU's node is there, libcuda loads (the links and ld cache made by
+    the createContainer hook, nvbind-createcontainer beside it), and start/delete ran
+    without Python."""
+    import engines
+    root, image = live_env
+    bundle = engines.make_bundle(str(tmp_path / "b"), image, ["gpucheck", "/dev/nvidia1", "/dev/nvidia0"],
+                                 ["NVIDIA_VISIBLE_DEVICES=1"])
+    env = {"PATH": PATH, "NVBIND_ROOT": root, "NVBIND_LOG": str(tmp_path / "log")}
+    state, cid = str(tmp_path / "state"), f"fe-{uuid.uuid4().hex[:8]}"
+    out = open(tmp_path / "out", "w")
+    try:
+        r = subprocess.run([FRONT, "--root", state, "create", "--bundle", bundle, "--pid-file",
+                            str(tmp_path / "pid"), cid], env=env, stdout=out, stderr=out,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        assert r.returncode == 0, open(tmp_path / "out").read()
+        cfg = json.load(open(f"{bundle}/config.json"))
+        (hook,) = cfg["hooks"]["createContainer"]
+        assert hook["path"] == os.path.join(TREE, "nvbind-createcontainer")
+        r, execs = traced(tmp_path, [FRONT, "--root", state, "start", cid], env)
+        assert r.returncode == 0 and NVBIND not in execs
+        for _ in range(200):
+            st = subprocess.run(["runc", "--root", state, "state", cid], capture_output=True, text=True)
+            if '"stopped"' in st.stdout:
+                break
+            time.sleep(0.05)
+    finally:
+        r, execs = traced(tmp_path, [FRONT, "--root", state, "delete", "--force", cid], env)
+        out.close()
+    assert r.returncode == 0 and NVBIND not in execs
+    text = open(tmp_path / "out").read()
+    assert "open /dev/nvidia1: ENXIO" in text and "open /dev/nvidia0: ENOENT" in text, text
+    assert "dlopen libcuda.so.1: OK" in text, text
+    stages = [json.loads(line)["stage"] for line in open(tmp_path / "log")]
+    assert stages == ["runtime create", "createContainer"], stages
