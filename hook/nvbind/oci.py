@@ -96,8 +96,9 @@ TRIGGERS = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION", "nvbind.io/", "nvidia-cont
 
 
 def may_request(text: str) -> bool:
-    """False only when `text` certainly asks for nothing (request.from_config agrees)."""
-    return "\\u" in text or any(t in text for t in TRIGGERS)
+    """False only when `text` certainly asks for nothing (request.from_config agrees).
+    JSON escapes can spell a trigger: \\uXXXX any character, \\/ the slash of nvbind.io/."""
+    return "\\u" in text or "\\/" in text or any(t in text for t in TRIGGERS)
 
 
 def parse_state(text: str) -> dict:
