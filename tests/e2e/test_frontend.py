@@ -169,7 +169,7 @@ def test_install_links_the_front_end(tmp_path):
 def test_container_life_through_the_front_end(live_env, tmp_path):
     """A real runc container asking for GPU 1, driven through nvbind-runtime as containerd
     drives a runtime: the GPU's node is there, libcuda loads (the links and ld cache made by
-    the createContainer hook, nvbind-createcontainer beside it), and start/delete ran
+    the createContainer hook), and start/delete ran
     without Python."""
     import engines
     root, image = live_env
@@ -185,7 +185,7 @@ def test_container_life_through_the_front_end(live_env, tmp_path):
         assert r.returncode == 0, open(tmp_path / "out").read()
         cfg = json.load(open(f"{bundle}/config.json"))
         (hook,) = cfg["hooks"]["createContainer"]
-        assert hook["path"] == os.path.join(TREE, "nvbind-createcontainer")
+        assert hook["path"] == os.path.join(TREE, "nvbind")
         r, execs = traced(tmp_path, [FRONT, "--root", state, "start", cid], env)
         assert r.returncode == 0 and NVBIND not in execs
         for _ in range(200):

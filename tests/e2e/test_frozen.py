@@ -43,9 +43,7 @@ def test_runs_with_empty_environment_from_empty_dir(onefile, installed, sim_root
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert "/dev/nvidia1" in [d["path"] for d in out["linux"]["devices"]]
-        # the one-dir tree's createContainer hook is its C program (packaging/frontend)
-        fast = os.path.join(os.path.dirname(exe), "nvbind-createcontainer")
-        assert out["hooks"]["createContainer"][0]["path"] == (fast if exe == installed else exe)
+        assert out["hooks"]["createContainer"][0]["path"] == exe
 
 
 def test_loads_nothing_from_the_host_python(installed, sim_root):

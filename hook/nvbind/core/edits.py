@@ -165,17 +165,6 @@ def _isolation(inv, grant, ed, selected) -> dict:
     return env
 
 
-def _createcontainer_exe(nvbind: str) -> str:
-    """The createContainer hook's program: nvbind-createcontainer where it sits beside a
-    frozen nvbind (packaging/frontend: the same command line, no Python unless it needs
-    nvbind), else nvbind itself."""
-    import os
-    fast = os.path.join(os.path.dirname(nvbind), "nvbind-createcontainer")
-    if os.path.basename(nvbind) == "nvbind" and os.access(fast, os.X_OK):
-        return fast
-    return nvbind
-
-
 def compute(inv: Inventory, grant: Grant,
             hook_cmd: tuple[str, ...] | None = None) -> ContainerEdits:
     """The edits for one granted container. `hook_cmd` is (path, argv0, global args...) of
@@ -283,7 +272,7 @@ def compute(inv: Inventory, grant: Grant,
             args += ["--folder", d]
         for s in ed.symlinks:
             args += ["--link", f"{s.target}::{s.link}"]
-        ed.hooks.append(HookEdit("createContainer", _createcontainer_exe(hook_cmd[0]), tuple(args), HOOK_ENV,
+        ed.hooks.append(HookEdit("createContainer", hook_cmd[0], tuple(args), HOOK_ENV,
                                  HOOK_TIMEOUT, "create soname links and update the ld cache "
                                  "inside the container with the host's ldconfig"))
     if hook_cmd and ed.leases:
