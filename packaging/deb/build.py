@@ -53,8 +53,10 @@ def elf_kind(path: str) -> str | None:
     with open(path, "rb") as f:
         if f.read(4) != b"\x7fELF":
             return None
-    out = run(["readelf", "-lW", path]).stdout
-    return "exec" if "Requesting program interpreter" in out else "shared"
+    out = run(["readelf", "-hlW", path]).stdout
+    # a static program (the shim's front end) has no interpreter but is an executable
+    static = re.search(r"Type:\s+EXEC", out) is not None
+    return "exec" if static or "Requesting program interpreter" in out else "shared"
 
 
 def hook_file(stage: str, timeout: int) -> str:
@@ -111,7 +113,9 @@ def prepare_tree(tree: str, dest: str) -> dict:
             # strip leaves alone (it drops symbols and debug sections only)
             run(STRIP + [p])
             os.chmod(p, 0o755 if kind == "exec" else 0o644)
-            for v in re.findall(r"GLIBC_(\d+)\.(\d+)", run(["objdump", "-T", p]).stdout):
+            # a static program (the shim's front end) has no dynamic symbols, and needs no libc
+            syms = subprocess.run(["objdump", "-T", p], capture_output=True, text=True, timeout=300)
+            for v in re.findall(r"GLIBC_(\d+)\.(\d+)", syms.stdout if syms.returncode == 0 else ""):
                 facts["glibc"] = max(facts["glibc"], (int(v[0]), int(v[1])))
     return facts
 
