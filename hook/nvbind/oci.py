@@ -96,8 +96,10 @@ TRIGGERS = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION", "nvbind.io/", "nvidia-cont
 
 
 def may_request(text: str) -> bool:
-    """False only when `text` certainly asks for nothing (request.from_config agrees)."""
-    return "\\u" in text or any(t in text for t in TRIGGERS)
+    """False only when `text` certainly asks for nothing (request.from_config agrees).
+    The triggers hold only letters, digits, '_', '-', '.' and '/': of JSON's escapes only
+    \\uXXXX and \\/ can spell one of those, so either one sends the text the slow way."""
+    return "\\u" in text or "\\/" in text or any(t in text for t in TRIGGERS)
 
 
 def parse_state(text: str) -> dict:
