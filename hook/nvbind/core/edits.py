@@ -77,7 +77,7 @@ class HookEdit(Record):
 
 class ContainerEdits(Record):
     __slots__ = ("devices", "mounts", "env", "cgroup", "symlinks", "ldcache_folders", "hooks",
-                 "notes", "gpus", "leases", "isolation", "profile")
+                 "notes", "gpus", "leases", "isolation", "profile", "keys")
     DEFAULTS = {**{n: list for n in __slots__}, "isolation": "shared", "profile": "default"}
     FROZEN = False
 
@@ -136,9 +136,12 @@ def _isolation(inv, grant, ed, selected) -> dict:
     """Leases for exclusive, MPS for virtual; returns extra env {name: (value, reason)}."""
     iso = grant.isolation
     ed.isolation = iso
+    # lease keys (apply/leases.py): a slice is its parent GPU's UUID with the slice as suffix,
+    # so that a GPU and its MIG slices share one key space; every GPU user checks them
+    ed.keys = [f"{inv.gpus[m.gpu].uuid}:{m.gi}.{m.ci}" if isinstance(m, Mig) else m.uuid
+               for m in selected]
     if iso == "exclusive":
-        ed.leases = [m.uuid or f"{inv.gpus[m.gpu].uuid}:{m.index}" if isinstance(m, Mig) else m.uuid
-                     for m in selected]
+        ed.leases = list(ed.keys)
         return {}
     if iso != "virtual":
         return {}

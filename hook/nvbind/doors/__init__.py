@@ -60,15 +60,26 @@ def record(settings, decision) -> None:
         r.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
 
 
-def take_leases(settings, ed, bundle: str, cid: str | None, hostname: str | None) -> None:
-    if not ed.leases:
+def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
+    """Exclusive leases for the container the OCI state names (createRuntime: id, bundle
+    and the container's init pid)."""
+    if not keys:
         return
     from nvbind.apply import leases
-    notes = leases.acquire(settings.config["lease_dir"], ed.leases,
-                           {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
-    settings.result["leases"] = ed.leases
+    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    notes = leases.acquire(settings.config["lease_dir"], keys, me)
+    settings.result["leases"] = keys
     for n in notes:
         print(f"nvbind: {n}", file=sys.stderr)
+
+
+def check_leases(settings, ed) -> None:
+    """Every GPU user, whatever its isolation, is refused a GPU another container holds
+    exclusively (one directory listing when leases exist, nothing when none do)."""
+    if ed is None or not ed.keys:
+        return
+    from nvbind.apply import leases
+    leases.check(settings.config["lease_dir"], ed.keys)
 
 
 def _wanted(level: str, entry: dict) -> bool:

@@ -11,7 +11,7 @@ from nvbind.errors import InputError
 
 def run(settings, rest: list[str]) -> int:
     from nvbind import decide, oci
-    from nvbind.doors import host, record, self_command
+    from nvbind.doors import check_leases, host, record, self_command
     if rest:
         raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
     text = oci.read_stdin(sys.stdin.buffer)
@@ -28,6 +28,7 @@ def run(settings, rest: list[str]) -> int:
     if d.edits is None or d.edits.empty:
         sys.stdout.write(text)
         return 0
+    check_leases(settings, d.edits)
     from nvbind.apply import spec
     for note in spec.apply(cfg, d.edits):
         print(f"nvbind: {note}", file=sys.stderr)

@@ -76,7 +76,7 @@ def edit_bundle(settings, bundle: str) -> None:
     """Apply precreate's edits to <bundle>/config.json in place."""
     from nvbind import decide, oci
     from nvbind.apply import spec
-    from nvbind.doors import host, record, self_command
+    from nvbind.doors import check_leases, host, record, self_command
     from nvbind.sysio import atomic
     path = os.path.join(bundle, "config.json")
     try:
@@ -91,6 +91,7 @@ def edit_bundle(settings, bundle: str) -> None:
     record(settings, d)
     if d.edits is None or d.edits.empty:
         return None
+    check_leases(settings, d.edits)
     for note in spec.apply(cfg, d.edits):
         print(f"nvbind: {note}", file=sys.stderr)
     atomic.write(path, oci.dump(cfg) + "\n")
