@@ -63,31 +63,72 @@ def _load_object(text: str, what: str) -> dict:
 
 
 def parse_config(text: str, what: str = "config.json") -> dict:
-    """An OCI runtime config, with the parts nvbind reads checked for shape."""
+    """An OCI runtime config, with every part nvbind reads or edits checked for shape.
+
+    A member that is null is what Go's decoder (the runtimes') takes as absent, and is
+    removed; any other wrong type is an InputError naming the field."""
     cfg = _load_object(text, what)
-    proc = cfg.get("process")
-    if not isinstance(proc, dict):
-        raise InputError(f"{what} has no 'process' object")
-    env = proc.get("env", [])
-    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise InputError(f"{what}: process.env must be a list of strings")
-    root = cfg.get("root")
-    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
-        raise InputError(f"{what} has no 'root.path'")
-    ann = cfg.get("annotations", {})
-    if ann is None:
-        ann = {}
-    if not isinstance(ann, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in ann.items()
-    ):
-        raise InputError(f"{what}: annotations must map strings to strings")
-    for key in ("mounts",):
-        if key in cfg and not isinstance(cfg[key], list):
-            raise InputError(f"{what}: '{key}' must be a list")
-    linux = cfg.get("linux", {})
-    if not isinstance(linux, dict):
-        raise InputError(f"{what}: 'linux' must be an object")
+    for path, kind, need in SHAPE:
+        _check(cfg, path, kind, need, what)
     return cfg
+
+
+# (path, type, required); "[]" in a path: every element of that list
+SHAPE = (
+    ("process", dict, True), ("process.env", list, False), ("process.env[]", str, False),
+    ("process.capabilities", dict, False), ("process.capabilities.bounding", list, False),
+    ("process.capabilities.bounding[]", str, False),
+    ("root", dict, True), ("root.path", str, True),
+    ("annotations", dict, False), ("annotations.*", str, False),
+    ("hostname", str, False),
+    ("mounts", list, False), ("mounts[]", dict, False), ("mounts[].destination", str, False),
+    ("linux", dict, False), ("linux.devices", list, False), ("linux.devices[]", dict, False),
+    ("linux.devices[].path", str, False),
+    ("linux.resources", dict, False), ("linux.resources.devices", list, False),
+    ("linux.resources.devices[]", dict, False),
+    ("hooks", dict, False), ("hooks.*", list, False),
+)
+_TYPE = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _check(cfg: dict, path: str, kind, need: bool, what: str) -> None:
+    parts = path.replace("[]", ".[]").split(".")
+    todo = [(cfg, "")]
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        nxt = []
+        for obj, where in todo:
+            if part == "[]":
+                items = [(v, f"{where}[{i}]", obj, i) for i, v in enumerate(obj)] \
+                    if isinstance(obj, list) else []
+            elif part == "*":
+                items = [(v, f"{where}.{k}", obj, k) for k, v in obj.items()] \
+                    if isinstance(obj, dict) else []
+            else:
+                if not isinstance(obj, dict):
+                    continue
+                full = f"{where}.{part}" if where else part
+                if obj.get(part) is None:
+                    if part in obj and part != "[]":
+                        del obj[part]           # null: absent, as Go reads it
+                    if need and last:
+                        raise InputError(f"{what}: {full}: missing")
+                    if need and not last:
+                        raise InputError(f"{what}: {full}: missing")
+                    continue
+                items = [(obj[part], full, obj, part)]
+            for v, w, parent, k in items:
+                if last:
+                    if v is None and part in ("[]", "*"):
+                        raise InputError(f"{what}: {w}: must be {_TYPE[kind]}, not null")
+                    if not isinstance(v, kind):
+                        raise InputError(f"{what}: {w}: must be {_TYPE[kind]}, got "
+                                         f"{type(v).__name__}")
+                    if kind is str and need and not v:
+                        raise InputError(f"{what}: {w}: must not be empty")
+                else:
+                    nxt.append((v, w))
+        todo = nxt
 
 
 # Every string through which a config can ask for a GPU (request.py): the env keys,
