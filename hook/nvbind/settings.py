@@ -113,7 +113,7 @@ def load(path: str | None = None) -> dict:
     from nvbind.sysio import atomic, trust
     data = trust.open_trusted(cfile, 1 << 20)
     try:
-        cached = fastjson.loads(data.decode()) if data is not None else None
+        cached = fastjson.loads(data.decode(), own=True) if data is not None else None
         if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("config"), dict):
             return _merge(DEFAULTS, cached["config"])
     except (ValueError, UnicodeDecodeError):

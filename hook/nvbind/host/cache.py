@@ -69,7 +69,7 @@ def load(cache_dir: str, fp: dict) -> Inventory | None:
     if data is None:
         return None
     try:
-        doc = fastjson.loads(data.decode())
+        doc = fastjson.loads(data.decode(), own=True)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("fingerprint") != fp:
             return None
         return from_json(doc["inventory"])
