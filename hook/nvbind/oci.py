@@ -70,6 +70,8 @@ def parse_config(text: str, what: str = "config.json") -> dict:
     cfg = _load_object(text, what)
     for path, kind, need in SHAPE:
         _check(cfg, path, kind, need, what)
+    if "\0" in cfg["root"]["path"]:
+        raise InputError(f"{what}: root.path: holds a NUL character")
     return cfg
 
 
@@ -149,6 +151,9 @@ def parse_state(text: str) -> dict:
     for key in ("id", "bundle"):
         if not isinstance(st.get(key), str) or not st[key]:
             raise InputError(f"OCI state has no '{key}'")
+    for key in ("id", "bundle"):
+        if "\0" in st[key] or len(st[key]) > 4096:
+            raise InputError(f"OCI state: {key}: not a usable {'path' if key == 'bundle' else 'id'}")
     if not os.path.isabs(st["bundle"]):
         raise InputError(f"OCI state: bundle '{st['bundle']}' is not an absolute path")
     pid = st.get("pid")

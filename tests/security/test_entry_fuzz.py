@@ -152,3 +152,17 @@ def test_log_lines_are_bounded(world):
         assert rc == 2
     assert os.path.getsize(d / "log") < 3 * 16384
     os.unlink(d / "log")
+
+
+states = st.fixed_dictionaries({"id": text, "bundle": st.one_of(text, st.just("/a\0b"), st.just("/tmp"))},
+                               optional={"pid": any_json, "annotations": any_json, "status": any_json})
+
+
+@SOME
+@given(st.one_of(states.map(json.dumps), any_json.map(json.dumps), text),
+       st.sampled_from(["createRuntime", "poststop", "createContainer"]))
+def test_state_shapes(world, monkeypatch_session, state, stage):
+    d, g = world
+    args = ["--lease", "GPU-1"] if stage == "createRuntime" else []
+    rc, out, err = run(g + ["hook", stage, *args], state, d)
+    check(rc, out, err, str(d / "log"))
