@@ -2,16 +2,19 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time
+APT_PKGS := runc crun podman busybox-static gcc libc6-dev python3-venv binutils strace time \
+  debootstrap docker.io containerd buildah
+# make deb: patchelf (drop build-machine RUNPATHs), lintian; its test: systemd-analyze, man
+DEB_PKGS := dpkg-dev patchelf lintian systemd man-db
 SIM ?= .sim
 
-.PHONY: setup apt venv demo test unit e2e bench clean proto
+.PHONY: setup apt venv demo test unit e2e bench clean proto realhost real deb
 
 setup: apt venv
 
 # System packages for the engines and the simulated host (root only; skipped when present).
 apt:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PKGS) $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
 	  echo "apt-get install$$missing"; \
@@ -30,7 +33,7 @@ venv: $(VENV)/.stamp
 demo: setup
 	$(PY) tools/demo.py --state $(SIM)
 
-test: setup dist
+test: setup dist deb
 	$(PY) -m pytest -q tests
 
 unit: venv
@@ -38,6 +41,14 @@ unit: venv
 
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
+
+# Real NVIDIA packages (Debian's 535, and the .run layout made from them) in debootstrap roots,
+# cached under .cache/realhost/ and rebuilt when the package lists change (issue 12).
+realhost: setup
+	$(PY) tools/realhost.py >/dev/null
+
+real: realhost
+	$(PY) -m pytest -q tests/real
 
 bench: setup dist
 	$(PY) bench/run.py
@@ -53,3 +64,9 @@ proto: venv
 # The frozen executable: dist/nvbind (one file, carries the one-dir tree) and dist/nvbind-dir.
 dist: venv
 	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build packaging/nvbind.spec
+
+# The Debian package dist/nvbind_<version>_amd64.deb from the one-dir tree, checked by
+# lintian (no errors or warnings: the inherent ones are overridden, see docs/deb.md).
+deb: apt dist
+	python3 packaging/deb/build.py
+	lintian --fail-on error,warning dist/nvbind_$$($(PY) -c 'import nvbind; print(nvbind.__version__)')_amd64.deb

@@ -130,6 +130,8 @@ def podman_env(tmp_path_factory):
     root, pm = engines.prepare(state)
     yield root, pm
     subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)
+    import daemons
+    daemons.unmount_under(state)    # reset leaves storage/overlay mounted
 
 
 def _need_engines(*tools):
@@ -170,3 +172,5 @@ def podman_live(tmp_path_factory, live_env):
     pm.import_rootfs(image)
     yield pm
     subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)
+    import daemons
+    daemons.unmount_under(state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,12 +67,19 @@ class Podman:
 
     def run(self, args: list[str], env: dict[str, str] | None = None,
             image=IMAGE, extra: list[str] | None = None, timeout=120):
-        cmd = self.base() + ["run", "--rm", "--network", "none",
+        # Not --rm: podman 4.3's run --rm races its own cleanup under load ("getting exit
+        # code of container …: no such exit code", exit 127, whatever the container did).
+        name = f"nvbt-{uuid.uuid4().hex[:12]}"
+        cmd = self.base() + ["run", "--name", name, "--network", "none",
                              "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
         for k, v in (env or {}).items():
             cmd += ["--env", f"{k}={v}"]
         cmd += (extra or []) + [image] + args
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        finally:
+            subprocess.run(self.base() + ["rm", "-f", "-t", "0", name], capture_output=True,
+                           timeout=120)
 
 
 def prepare(state: str, gpus: int = 2, exe: str | None = None,

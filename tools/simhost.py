@@ -77,7 +77,7 @@ def gcc(args):
 def full_library_set() -> dict:
     """Every library nvbind knows (NVIDIA's lists), for benchmarks at full size."""
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "hook"))
-    from nvbind.host.libraries import LIBRARIES
+    from nvbind.host.discover.libraries import LIBRARIES
     libs = dict(LIBS)
     for names in LIBRARIES.values():
         for base in names:
@@ -90,6 +90,13 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
     """mig: two MIG instances on GPU 0; mig_per_gpu: N instances on every GPU (scale);
     filler_libs: unrelated libraries beside the driver's (a crowded library directory)."""
     root = os.path.abspath(root)
+    kernel(root, gpus, mig, version, mig_per_gpu)
+    _userspace(root, version, stale, full, mps, filler_libs)
+
+
+def kernel(root: str, gpus: int, mig: bool, version: str, mig_per_gpu: int = 0) -> None:
+    """The kernel side only: /dev nodes, DRM by-path links, the driver's procfs files and
+    /proc/devices (also used by tools/realhost.py under real driver packages)."""
     os.makedirs(root, exist_ok=True)
     # --- /dev
     mknod(root, "/dev/nvidiactl", NVIDIA_MAJOR, 255)
@@ -153,6 +160,19 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
           f"{NVIDIA_MAJOR} nvidia\n{NVIDIA_MAJOR} nvidia-modeset\n{DRM_MAJOR} drm\n"
           f"{CAPS_MAJOR} nvidia-caps\n{UVM_MAJOR} nvidia-uvm\n\n"
           "Block devices:\n  7 loop\n259 blkext\n")
+
+
+def unix_socket(path: str) -> None:
+    """A unix socket file bound at `path` (what a daemon's listening socket leaves)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()
+
+
+def _userspace(root, version, stale, full, mps, filler_libs) -> None:
     # --- libraries, built by gcc with the driver's sonames
     libdir = root + LIBDIR
     os.makedirs(libdir, exist_ok=True)
@@ -189,13 +209,7 @@ def build(root: str, gpus: int, mig: bool, version: str, stale: bool, full: bool
     write(root, "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
           '{"file_format_version": "1.0.0", "ICD": {"library_path": "libEGL_nvidia.so.0"}}\n')
     write(root, "/etc/OpenCL/vendors/nvidia.icd", "libnvidia-opencl.so.1\n")
-    sock = root + "/run/nvidia-persistenced/socket"
-    os.makedirs(os.path.dirname(sock), exist_ok=True)
-    if os.path.lexists(sock):
-        os.unlink(sock)
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(sock)
-    s.close()
+    unix_socket(root + "/run/nvidia-persistenced/socket")
     if mps:     # a CUDA MPS control daemon's pipe directory and log directory
         os.makedirs(root + "/tmp/nvidia-mps", exist_ok=True)
         os.makedirs(root + "/var/log/nvidia-mps", exist_ok=True)

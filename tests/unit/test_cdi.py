@@ -42,8 +42,9 @@ def test_edits_equal_precreate(spec, sim_root):
     dev = next(d for d in spec["devices"] if d["name"] == "1")["containerEdits"]
     nodes = {(n["path"], n["major"], n["minor"]) for n in top["deviceNodes"] + dev["deviceNodes"]}
     assert nodes == {(d.path, d.major, d.minor) for d in ed.devices}
+    # the spec is for the host sim_root is: host paths without the root prefix (issue 12)
     assert [(m["hostPath"], m["containerPath"], tuple(m["options"])) for m in top["mounts"]] == \
-        [(m.source, m.destination, m.options) for m in ed.mounts]
+        [(m.source.removeprefix(sim_root), m.destination, m.options) for m in ed.mounts]
     assert [(h["path"], tuple(h["args"]), tuple(h["env"])) for h in top["hooks"]] == \
         [(h.path, h.args, h.env) for h in ed.hooks]
     assert all(h["env"] for h in top["hooks"])

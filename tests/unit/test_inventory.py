@@ -2,7 +2,8 @@ import os
 import subprocess
 
 from conftest import CTK, needs_root, needs_shared
-from nvbind.host import inventory, libraries
+from nvbind.host import discover, inventory
+from nvbind.host.discover import libraries
 from nvbind.host.model import GpuRecord
 
 
@@ -127,7 +128,7 @@ def test_ctk_drm_links_resolve_inside_root():
 @needs_root
 def test_drm_by_path_links(tmp_path):
     import os as _os
-    from nvbind.host import devices
+    from nvbind.host.discover import nodes as devices
     d = tmp_path / "dev/dri"
     (d / "by-path").mkdir(parents=True)
     _os.mknod(d / "card3", 0o20666, _os.makedev(226, 3))
@@ -147,5 +148,5 @@ def test_empty_root(tmp_path):
 
 
 def test_compat32_uses_i386_entries_only():
-    assert "compat32" in libraries.CAPABILITIES
+    assert "compat32" in discover.CAPABILITIES
     assert libraries.COMPAT32_OF == ("utility", "compute", "video", "graphics")

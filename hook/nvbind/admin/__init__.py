@@ -83,7 +83,9 @@ def main(settings, verb: str, rest: list[str]) -> int:
     if verb in ("install", "uninstall"):
         from nvbind.admin import install
         engines = [e for v in getattr(ns, "engine", None) or [] for e in v.split(",") if e]
-        return install.main(ns.dest, engines, remove=verb == "uninstall")
+        # a --root / --log given to install is written into every hook entry's env
+        return install.main(ns.dest, engines, verb == "uninstall", settings.root_opt,
+                            settings.log_opt)
     if verb == "config":
         from nvbind.admin import config
         return config.main(settings, ns)

@@ -18,6 +18,27 @@ def _text(settings, capabilities, fmt: str) -> str:
     return io.dumps(generate.generate(settings, inv, capabilities, self_command(settings)), fmt)
 
 
+def _output_path(root: str, output: str) -> str:
+    """Where `cdi generate --output` writes, its directory created if missing. An output
+    under --root is resolved inside the root: the DaemonSet writes /host/var/run/cdi/...
+    and /var/run is a link to /run, which must mean the node's /run (/host/run), not the
+    /run of the container nvbind runs in."""
+    out = os.path.abspath(output)
+    r = root.rstrip("/")
+    if not (r and out.startswith(r + "/")):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        return out
+    from nvbind.sysio import root as fsroot
+    cur = ""
+    for name in [p for p in os.path.dirname(out[len(r):]).split("/") if p]:
+        nxt = fsroot.resolve(root, f"{cur}/{name}")
+        if nxt is None:
+            nxt = f"{cur}/{name}"
+            os.mkdir(r + nxt, 0o755)
+        cur = nxt.rstrip("/")
+    return f"{r}{cur}/{os.path.basename(out)}"
+
+
 def generate(settings, ns) -> int:
     from nvbind.core import request
     from nvbind.sysio import atomic
@@ -36,8 +57,9 @@ def generate(settings, ns) -> int:
             text = None     # no driver right now: keep the last spec, look again later
         if text is not None and text != last:
             if output:
-                atomic.write(os.path.abspath(output), text, 0o644)
-                print(f"wrote {output}", file=sys.stderr)
+                path = _output_path(settings.root, output)
+                atomic.write(path, text, 0o644)
+                print(f"wrote {path}", file=sys.stderr)
             else:
                 sys.stdout.write(text)
             last = text

@@ -74,9 +74,9 @@ def run(root: str, settings: dict, cache_dir: str | None, log_path: str | None,
                           "majors match /proc/devices"))
     # ld cache
     try:
-        from nvbind.host import ldcache, libraries
+        from nvbind.host import discover, ldcache
         with open(r + "/etc/ld.so.cache", "rb") as f:
-            entries = ldcache.for_arch(ldcache.parse(f.read(64 << 20)), libraries.machine_arch())
+            entries = ldcache.for_arch(ldcache.parse(f.read(64 << 20)), discover.machine_arch())
         has = any(n == "libcuda.so.1" for n, _ in entries)
         out.append(_check("ld cache", PASS if has else WARN, f"{len(entries)} entries"
                           + ("" if has else "; no libcuda.so.1 (nvbind falls back to a directory scan)"),
@@ -137,7 +137,8 @@ def run(root: str, settings: dict, cache_dir: str | None, log_path: str | None,
 
 def _engines(root: str, r: str) -> list[dict]:
     out = []
-    hook_dirs = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    hook_dirs = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d",
+                 "/usr/local/lib/nvbind/hooks.d"]
     hooks = []
     for d in hook_dirs:
         try:
@@ -167,6 +168,14 @@ def _engines(root: str, r: str) -> list[dict]:
                 out.append(_check(engine, FAIL, detail + f"; entries without env: {', '.join(bad_env)}",
                                   "every hook entry needs an explicit env (CVE-2025-23266)"))
                 continue
+            # buildah reads these two whatever containers.conf says, and fails on precreate
+            breaks = [p for p, h in hooks if "precreate" in (h.get("stages") or [])
+                      and os.path.dirname(p) in hook_dirs[:2]]
+            if engine == "podman" and breaks:
+                out.append(_check(engine, FAIL, detail + f"; precreate where buildah reads it: "
+                                  f"{', '.join(breaks)} (every buildah run / podman build fails)",
+                                  "remove it and run nvbind install --engine podman"))
+                continue
             status = PASS if ok else (WARN if found else PASS)
             out.append(_check(engine, status, detail, "" if ok or not found else
                               f"nvbind install --engine {'podman' if engine == 'podman' else 'crio'}"))
@@ -181,13 +190,31 @@ def _engines(root: str, r: str) -> list[dict]:
                               f"{'registered' if reg else 'not registered'}",
                               "" if reg or not found else "nvbind install --engine docker"))
         else:
-            reg = os.path.exists(r + "/etc/containerd/conf.d/99-nvbind.toml")
+            reg, why = _containerd(found, r)
             out.append(_check(engine, PASS if reg or not found else WARN,
                               f"{'found' if found else 'not installed'}; runtime nvbind "
-                              f"{'registered' if reg else 'not registered'}",
+                              f"{'registered' if reg else 'not registered'}"
+                              + (f" ({why})" if found else ""),
                               "" if reg or not found else "nvbind install --engine containerd"))
     out.append(_cdi(root, r))
     return out
+
+
+def _containerd(binary: str | None, r: str) -> tuple[bool, str]:
+    """What containerd itself has in force: `containerd config dump` merges config.toml,
+    its imports and the built-in defaults (a file on disk proves nothing)."""
+    if not binary:
+        return False, "not installed"
+    import subprocess
+    from nvbind.admin import containerd_config
+    try:
+        p = subprocess.run([binary, "--config", r + "/etc/containerd/config.toml", "config", "dump"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"containerd config dump failed: {e}"
+    if p.returncode != 0:
+        return False, "containerd config dump failed: " + " ".join(p.stderr.split())[:200]
+    return containerd_config.registered(p.stdout)
 
 
 def _cdi(root: str, r: str) -> dict:
@@ -214,7 +241,8 @@ def _cdi(root: str, r: str) -> dict:
     stale = []
     for p, spec in ours:
         for m in (spec.get("containerEdits") or {}).get("mounts") or []:
-            if not os.path.exists(m.get("hostPath", "")):   # CDI host paths are real paths
+            # CDI host paths are the host's (never carry the --root prefix): look under root
+            if not os.path.exists(r + m.get("hostPath", "")):
                 stale.append(p)
                 break
     return _check("CDI spec", WARN if stale else PASS,

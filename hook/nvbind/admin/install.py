@@ -23,29 +23,51 @@ ENGINES = ("podman", "crio", "docker", "containerd")
 LIBDIR = "/usr/local/lib/nvbind"
 BIN = "/usr/local/bin/nvbind"
 RUNTIME_BIN = "/usr/local/bin/nvbind-runtime"
+HOOK_BIN = "/usr/local/bin/nvidia-container-runtime-hook"
 HOOK_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG=/var/log/nvbind.log"]
 BACKUP = ".nvbind-backup"
+# podman reads the hooks directories named in containers.conf `hooks_dir` (default: only
+# /usr/share/containers/oci/hooks.d) and knows the precreate stage. buildah (`buildah run`,
+# `buildah bud`, `podman build`) ignores hooks_dir: without --hooks-dir it reads
+# /usr/share/containers/oci/hooks.d and /etc/containers/oci/hooks.d and fails on any file
+# with a stage it does not know (`unknown stage "precreate"`). So precreate lives in a
+# directory of nvbind's own that only podman is told about, and buildah gets createRuntime
+# (+ poststop) in /etc/containers/oci/hooks.d, which podman does not read by default.
+PODMAN_HOOKS = f"{LIBDIR}/hooks.d"
+PODMAN_CONF = "/etc/containers/containers.conf.d/50-nvbind.conf"
+BUILDAH_HOOKS = "/etc/containers/oci/hooks.d"
+SHARED_HOOKS = "/usr/share/containers/oci/hooks.d"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+# dockerd 20.10 enables `docker run --gpus` when an executable of this name is on its PATH,
+# and adds it as a prestart hook: path = that file, args = [NAME, "prestart"], env = dockerd's
+# own environment (moby daemon/nvidia_linux.go, setNvidiaGPUs).
+HOOK_SCRIPT = """#!/bin/sh
+# nvbind: dockerd runs this as the prestart hook of `docker run --gpus` (it looks for an
+# executable named nvidia-container-runtime-hook on its PATH); nvbind does the work.
+exec %s hook "$@"
+""" % BIN
 
 
-def _hook_file(stage: str, timeout: int) -> str:
+def _hook_file(stage: str, timeout: int, env: list[str] | None = None) -> str:
     return json.dumps({"version": "1.0.0",
-                       "hook": {"path": BIN, "args": ["nvbind", "hook", stage], "env": HOOK_ENV,
-                                "timeout": timeout},
+                       "hook": {"path": BIN, "args": ["nvbind", "hook", stage],
+                                "env": env or HOOK_ENV, "timeout": timeout},
                        "when": {"always": True}, "stages": [stage]}, indent=2) + "\n"
 
 
-CONTAINERD_DROPIN = """# nvbind runtime for containerd (config version 2). containerd 2.x reads conf.d by
-# default; for 1.x add `imports = ["/etc/containerd/conf.d/*.toml"]` to config.toml.
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvbind]
-  runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvbind.options]
-    BinaryName = "%s"
-""" % RUNTIME_BIN
+def _log_value(log: str | None) -> str:
+    if not log:
+        return "/var/log/nvbind.log"
+    return log if log == "off" else os.path.abspath(log)
 
 
 class Installer:
-    def __init__(self, dest: str):
+    def __init__(self, dest: str, root: str | None = None, log: str | None = None):
         self.dest = os.path.abspath(dest)
+        # hook entries name their whole environment: NVBIND_ROOT / NVBIND_LOG when given
+        self.hook_env = [HOOK_ENV[0], f"NVBIND_LOG={_log_value(log)}"]
+        if root:
+            self.hook_env.append(f"NVBIND_ROOT={os.path.abspath(root)}")
         self.manifest_path = self.p(f"{LIBDIR}/manifest.json")
         self.m = {"version": __version__, "files": [], "dirs": [], "backups": [], "engines": []}
         if os.path.exists(self.manifest_path):
@@ -140,16 +162,27 @@ class Installer:
         return exe
 
     def engine(self, name: str) -> None:
-        if name in ("podman", "crio"):
-            # podman and buildah run precreate; CRI-O only the OCI stages
-            stage, timeout, fname = (("precreate", 10, "50-nvbind-precreate.json") if name == "podman"
-                                     else ("createRuntime", 30, "50-nvbind-oci.json"))
-            self.write(f"/usr/share/containers/oci/hooks.d/{fname}", _hook_file(stage, timeout))
-            if name == "crio":
-                # releases exclusive leases taken at createRuntime (precreate adds its own
-                # poststop entry to the config instead)
-                self.write("/usr/share/containers/oci/hooks.d/50-nvbind-poststop.json",
-                           _hook_file("poststop", 10))
+        if name == "podman":
+            # an earlier nvbind put precreate where buildah reads it: take it away
+            old = f"{SHARED_HOOKS}/50-nvbind-precreate.json"
+            if old in self.m["files"]:
+                if os.path.lexists(self.p(old)):
+                    os.unlink(self.p(old))
+                    self.changes.append(f"removed {self.p(old)} (buildah rejects precreate)")
+                self.m["files"].remove(old)
+            self.write(f"{PODMAN_HOOKS}/50-nvbind-precreate.json",
+                       _hook_file("precreate", 10, self.hook_env))
+            self.write(PODMAN_CONF, self._podman_conf())
+            self.write(f"{BUILDAH_HOOKS}/50-nvbind-oci.json",
+                       _hook_file("createRuntime", 30, self.hook_env))
+            self.write(f"{BUILDAH_HOOKS}/50-nvbind-poststop.json",
+                       _hook_file("poststop", 10, self.hook_env))
+        elif name == "crio":
+            # CRI-O runs only the OCI stages; poststop releases leases taken at createRuntime
+            self.write(f"{SHARED_HOOKS}/50-nvbind-oci.json",
+                       _hook_file("createRuntime", 30, self.hook_env))
+            self.write(f"{SHARED_HOOKS}/50-nvbind-poststop.json",
+                       _hook_file("poststop", 10, self.hook_env))
         elif name == "docker":
             path = "/etc/docker/daemon.json"
             cfg = {}
@@ -161,10 +194,35 @@ class Installer:
                     raise NvbindError(f"{self.p(path)} is not valid JSON ({e}); not touching it") from None
             cfg.setdefault("runtimes", {})["nvbind"] = {"path": RUNTIME_BIN}
             self.write(path, json.dumps(cfg, indent=2) + "\n")
+            self.write(HOOK_BIN, HOOK_SCRIPT, 0o755)
         elif name == "containerd":
-            self.write("/etc/containerd/conf.d/99-nvbind.toml", CONTAINERD_DROPIN)
+            from nvbind.admin import containerd_config
+            old = None
+            if os.path.exists(self.p(CONTAINERD_CONFIG)):
+                with open(self.p(CONTAINERD_CONFIG)) as f:
+                    old = f.read()
+            new = containerd_config.merge(old, RUNTIME_BIN, self.p(CONTAINERD_CONFIG))
+            if new is not None:
+                self.write(CONTAINERD_CONFIG, new)
         if name not in self.m["engines"]:
             self.m["engines"].append(name)
+
+    def _podman_conf(self) -> str:
+        """A containers.conf drop-in: the hooks directories podman reads now, plus nvbind's."""
+        import tomllib
+        dirs = [SHARED_HOOKS]
+        for conf in ("/usr/share/containers/containers.conf", "/etc/containers/containers.conf"):
+            try:
+                with open(self.p(conf), "rb") as f:
+                    d = tomllib.load(f).get("engine", {}).get("hooks_dir")
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            if isinstance(d, list) and all(isinstance(x, str) for x in d):
+                dirs = d
+        dirs = [x for x in dirs if x != PODMAN_HOOKS] + [PODMAN_HOOKS]
+        return ("# nvbind: podman reads nvbind's precreate hook from its own directory, which\n"
+                "# buildah (and podman build) never read: buildah rejects the precreate stage.\n"
+                "[engine]\nhooks_dir = [\n" + "".join(f'  "{x}",\n' for x in dirs) + "]\n")
 
     def install(self, engines: list[str]) -> list[str]:
         exe = self.program()
@@ -202,8 +260,9 @@ class Installer:
         return out
 
 
-def main(dest: str, engines: list[str] | None, remove: bool) -> int:
-    inst = Installer(dest)
+def main(dest: str, engines: list[str] | None, remove: bool, root: str | None = None,
+         log: str | None = None) -> int:
+    inst = Installer(dest, root, log)
     if remove:
         changes = inst.uninstall()
     else:

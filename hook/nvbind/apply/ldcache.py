@@ -1,9 +1,9 @@
 """Inside the container (createContainer stage): soname links and the ld cache.
 
 Runs in the container's mount namespace before pivot_root, so host paths are still
-visible. Links are made through fsroot (never following the image's links out of the
-rootfs). The cache is rebuilt by the *host's* ldconfig: a sealed in-memory copy, run with
-`-r ROOTFS` (it chroots there) in a private mount namespace where the rootfs's /proc and
+visible. Links are made through a sysio.root.Root (never following the image's links out
+of the rootfs). The cache is rebuilt by the *host's* ldconfig: a sealed in-memory copy, run
+with `-r .` from the rootfs's fd (it chroots there) in a private mount namespace where the rootfs's /proc and
 /sys are covered by empty tmpfs mounts, so that no link in the image can reach host
 files through /proc/1/root and friends. Nothing from the image is ever executed.
 """
@@ -87,6 +87,24 @@ def _run_sealed(fd: int, argv: list[str], root, timeout: float | None = None) ->
     return os.waitstatus_to_exitcode(status), out
 
 
+DROPIN = "00-nvbind.conf"
+
+
+def write_dropin(root, folders: list[str]) -> str | None:
+    """/etc/ld.so.conf.d/00-nvbind.conf naming the driver's folders, so that any later
+    ldconfig in the container (every apt-get/dpkg install of a library runs one) keeps
+    them, as NVIDIA's toolkit does. Written through the Root (a new file renamed into
+    place: never out of the rootfs, never through a FIFO or link the image put there).
+    Returns why it could not be written (the folders still reach ldconfig's command line)."""
+    try:
+        root.write_atomic(f"/etc/ld.so.conf.d/{DROPIN}",
+                          "# written by nvbind: the NVIDIA driver's library folders\n"
+                          + "".join(d + "\n" for d in folders), 0o644)
+    except OSError as e:
+        return f"cannot write /etc/ld.so.conf.d/{DROPIN}: {e.strerror}"
+    return None
+
+
 def update(root, folders: list[str], ldconfig: str | None = None,
            exe_fd: int | None = None) -> None:
     """Rebuild the ld cache of `root` (a sysio.root.Root). `exe_fd`: a sealed ldconfig made
@@ -94,6 +112,7 @@ def update(root, folders: list[str], ldconfig: str | None = None,
     for d in folders:
         if not d.startswith("/") or ".." in d.split("/"):
             raise NvbindError(f"refusing ld cache folder '{d}'")
+    write_dropin(root, folders)
     fd = exe_fd if exe_fd is not None else sealed_copy(find_ldconfig(ldconfig))
     try:
         rc, err = _run_sealed(fd, ["ldconfig", "-r", ".", *folders], root)

@@ -16,8 +16,30 @@ def _node(d) -> dict:
             "fileMode": d.mode, "permissions": "rw"}
 
 
+def _unroot(root: str, path: str) -> str:
+    """A path as the host sees it: without the --root prefix (a spec is for the host that
+    root is; the DaemonSet generates with root /host, podman on the node reads it)."""
+    r = root.rstrip("/")
+    if not r:
+        return path
+    if path == r:
+        return "/"
+    return path[len(r):] if path.startswith(r + "/") else path
+
+
+def _hook_args(root: str, args) -> list[str]:
+    """Hook arguments for the host: no --root (the host's / is the root), paths unrooted."""
+    out, it = [], iter(args)
+    for a in it:
+        if a == "--root":
+            next(it, None)
+            continue
+        out.append(_unroot(root, a))
+    return out
+
+
 def _with_host_path(node: dict, inv: Inventory) -> dict:
-    host = inv.nodes[node["path"]].host_path
+    host = _unroot(inv.root, inv.nodes[node["path"]].host_path)
     if host != node["path"]:
         node["hostPath"] = host
     return node
@@ -33,9 +55,10 @@ def generate(settings, inv: Inventory, capabilities: tuple[str, ...], hook_cmd) 
     common_nodes = {d.path for d in common.devices}
     top = {
         "deviceNodes": [_with_host_path(_node(d), inv) for d in common.devices],
-        "mounts": [{"hostPath": m.source, "containerPath": m.destination,
+        "mounts": [{"hostPath": _unroot(inv.root, m.source), "containerPath": m.destination,
                     "options": list(m.options)} for m in common.mounts],
-        "hooks": [{"hookName": h.stage, "path": h.path, "args": list(h.args), "env": list(h.env),
+        "hooks": [{"hookName": h.stage, "path": _unroot(inv.root, h.path),
+                   "args": _hook_args(inv.root, h.args), "env": list(h.env),
                    "timeout": h.timeout} for h in common.hooks],
         "env": [f"{e.name}={e.value}" for e in common.env if e.name != "NVBIND_GPUS"],
     }

@@ -13,7 +13,8 @@ def self_command(settings) -> tuple[str, ...]:
     if getattr(sys, "frozen", False):
         cmd = (sys.executable, "nvbind")
     else:
-        argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        # resolved: called as nvbind-runtime (a link), argv0 would make the hook a runtime
+        argv0 = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
         if argv0 and not argv0.endswith(".py") and os.access(argv0, os.X_OK):
             cmd = (argv0, "nvbind")
         else:

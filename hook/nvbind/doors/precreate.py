@@ -10,8 +10,7 @@ from nvbind.errors import InputError
 
 
 def run(settings, rest: list[str]) -> int:
-    from nvbind import decide, oci
-    from nvbind.doors import check_leases, host, record, self_command
+    from nvbind import oci
     if rest:
         raise InputError(f"hook precreate takes no arguments, got {rest[0]!r}")
     text = oci.read_stdin(sys.stdin.buffer)
@@ -23,6 +22,8 @@ def run(settings, rest: list[str]) -> int:
         # one): the config goes back byte for byte, without loading anything else
         sys.stdout.write(text)
         return 0
+    from nvbind import decide
+    from nvbind.doors import check_leases, host, record, self_command
     d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
     record(settings, d)
     if d.edits is None or d.edits.empty:

@@ -58,14 +58,30 @@ def real_runtime() -> str:
 
 
 def run(settings, rest: list[str]) -> int:
-    """Edit the bundle on create/run (logged as a door), then exec the real runtime."""
+    """Edit the bundle on create/run (logged as a door), then exec the real runtime.
+
+    On create the shim's stdio is the container's (containerd hands the container's fifos
+    to the runtime, which passes them on): nothing nvbind says may go there. Notes go to
+    nvbind's log entry; an error goes, as runc's own errors do, to the runtime's `--log`
+    file, from which containerd's shim puts it into the error docker and the CRI return."""
     verb, i = split(rest)
     real = real_runtime()
     if verb in ("create", "run"):
         from nvbind.doors import logged
         bundle = os.path.abspath(bundle_of(rest[i + 1:]))
-        settings.result.update(bundle=bundle, id=rest[-1] if len(rest) > i + 1 else None)
-        logged(settings, f"runtime {verb}", edit_bundle, bundle)
+        settings.result.update(bundle=bundle, id=rest[-1] if len(rest) > i + 1 else None,
+                               quiet=True)
+        try:
+            logged(settings, f"runtime {verb}", edit_bundle, bundle)
+        except Exception as e:  # noqa: BLE001 - reported to the engine, never a traceback
+            runc_log = global_value(rest, "--log")
+            if not runc_log:
+                raise
+            msg = " ".join(str(e).split())
+            if not isinstance(e, NvbindError):
+                msg = f"internal: {type(e).__name__}: {msg}"
+            report_error(runc_log, global_value(rest, "--log-format"), f"nvbind: error: {msg}")
+            return e.exit_code if isinstance(e, NvbindError) else 1
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(real, [real, *rest])
@@ -74,10 +90,7 @@ def run(settings, rest: list[str]) -> int:
 
 def edit_bundle(settings, bundle: str) -> None:
     """Apply precreate's edits to <bundle>/config.json in place."""
-    from nvbind import decide, oci
-    from nvbind.apply import spec
-    from nvbind.doors import check_leases, host, record, self_command
-    from nvbind.sysio import atomic
+    from nvbind import oci
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
@@ -86,13 +99,52 @@ def edit_bundle(settings, bundle: str) -> None:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     if not oci.may_request(text):
         return None
+    from nvbind import decide
+    from nvbind.apply import spec
+    from nvbind.doors import check_leases, host, record, self_command
+    from nvbind.sysio import atomic
     cfg = oci.parse_config(text, path)
     d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
     record(settings, d)
     if d.edits is None or d.edits.empty:
         return None
     check_leases(settings, d.edits)
-    for note in spec.apply(cfg, d.edits):
-        print(f"nvbind: {note}", file=sys.stderr)
+    notes = spec.apply(cfg, d.edits)
+    if notes:       # never on stderr: on create, the shim's stdio is the container's
+        settings.result["notes"] = notes
     atomic.write(path, oci.dump(cfg) + "\n")
     return None
+
+
+def global_value(argv: list[str], name: str) -> str | None:
+    """The value of runc's global option `name` (`--log F` or `--log=F`) before the verb."""
+    verb, i = split(argv)
+    head = argv[:i] if verb is not None else argv
+    it = iter(head)
+    for a in it:
+        if a == name:
+            return next(it, None)
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def report_error(log_path: str, log_format: str | None, msg: str) -> None:
+    """Write an error where the caller of an OCI runtime reads it: runc's `--log` file, as
+    runc itself does (logrus; one JSON object a line with `--log-format json`).
+    containerd's runc shim reads the last `"level":"error"` line of that file and puts its
+    `msg` into the error docker and the CRI return (containerd-shim-runc-v2,
+    getLastRuntimeError; its `time` must parse as RFC 3339)."""
+    import time
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if log_format == "json":
+        from nvbind import fastjson
+        line = fastjson.dumps({"level": "error", "msg": msg, "time": now})
+    else:
+        line = 'time="%s" level=error msg="%s"' % (now, msg.replace("\\", "\\\\").replace('"', '\\"'))
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

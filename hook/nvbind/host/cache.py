@@ -2,8 +2,9 @@
 
 Hooks must not rediscover the host (or ever call NVML) per container. The cache holds
 the full inventory and a fingerprint of what it was built from: the driver version,
-the /dev/nvidia* nodes (names and device numbers), the boot id and the ld.so.cache's
-size and mtime. Any change makes it stale. It decides what gets mounted into containers,
+the /dev/nvidia* nodes (names and device numbers), the boot id, the ld.so.cache's
+size and mtime, and the sockets, firmware and loader directories in WATCH. Any change
+makes it stale; a file gone since is never mounted (inventory.cached drops it). It decides what gets mounted into containers,
 so it is trusted only when it is ours: owned by this user, not writable by group or
 others, in a directory that is not either, of our format, with the fingerprint matching.
 Anything else is ignored and rebuilt (by procfs on a hook path; `nvbind info --refresh`
@@ -18,7 +19,7 @@ from nvbind import fastjson
 from nvbind.host import procfs
 from nvbind.host.model import File, Gpu, Inventory, Mig, Node
 
-FORMAT = "nvbind-inventory-1"
+FORMAT = "nvbind-inventory-2"   # 2: compat32:<base>, binaries at /usr/bin
 NAME = "inventory.json"
 
 
@@ -30,6 +31,26 @@ def _name(root: str) -> str:
     for b in os.fsencode(root):
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return f"inventory-{h:016x}.json"
+
+
+# What may come and go while the driver stays: daemons' sockets, firmware, the loaders'
+# configuration directories (a directory's mtime changes when an entry is added or removed).
+WATCH = ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket",
+         "/lib/firmware/nvidia", "/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d",
+         "/usr/share/vulkan/implicit_layer.d", "/usr/share/glvnd/egl_vendor.d",
+         "/etc/glvnd/egl_vendor.d", "/usr/share/egl/egl_external_platform.d", "/etc/OpenCL/vendors",
+         "/usr/share/nvidia", "/usr/bin")
+
+
+def _watched(r: str, driver: str | None) -> list:
+    out = []
+    for p in WATCH + ((f"/lib/firmware/nvidia/{driver}",) if driver else ()):
+        try:
+            st = os.lstat(r + p)
+            out.append([p, st.st_ino, st.st_mtime_ns])
+        except OSError:
+            out.append([p, None, None])
+    return out
 
 
 def fingerprint(root: str) -> dict:
@@ -59,8 +80,9 @@ def fingerprint(root: str) -> dict:
             boot = f.read().strip()
     except OSError:
         boot = None
-    return {"root": root, "driver": procfs.driver_version(root), "nodes": nodes, "boot_id": boot,
-            "ldcache": ldc}
+    driver = procfs.driver_version(root)
+    return {"root": root, "driver": driver, "nodes": nodes, "boot_id": boot,
+            "ldcache": ldc, "watch": _watched(r, driver)}
 
 
 def load(cache_dir: str, fp: dict) -> Inventory | None:

@@ -32,12 +32,13 @@ def build(root: str = "/", backend=None, arch: str | None = None,
           extra_devices=()) -> Inventory:
     """Everything the host has; driver files only for `capabilities` (the hook asks for
     what the container wants, `info` for all)."""
-    from nvbind.host import devices, libraries
+    from nvbind.host import discover
+    from nvbind.host.discover import nodes as devices
     root = os.path.abspath(root) if root not in ("", "/") else "/"
-    capabilities = libraries.CAPABILITIES if capabilities is None else capabilities
+    capabilities = discover.CAPABILITIES if capabilities is None else capabilities
     if backend is None:
         backend = procfs.ProcfsBackend(root)
-    arch = arch or libraries.machine_arch()
+    arch = arch or discover.machine_arch()
     version = driver_version or backend.driver_version()
     inv = Inventory(root=root, backend=backend.name, driver_version=version,
                     cuda_version=getattr(backend, "cuda_version", lambda: None)())
@@ -96,7 +97,7 @@ def build(root: str = "/", backend=None, arch: str | None = None,
     if version is None:
         inv.notes.append("no NVIDIA driver found (no /proc/driver/nvidia/version)")
     else:
-        inv.files = libraries.discover(root, version, arch, capabilities, skipped)
+        inv.files = discover.discover(root, version, arch, capabilities, skipped)
     return inv
 
 
@@ -105,7 +106,7 @@ def add_dynamic(inv: Inventory, mps_pipe_dir: str, mps_log_dir: str, extra_devic
     extra device nodes."""
     r = inv.root.rstrip("/")
     if extra_devices:
-        from nvbind.host import devices
+        from nvbind.host.discover import nodes as devices
     for path in extra_devices:
         node = devices.probe(inv.root, path, None, None, inv.skipped, "asked for by the profile")
         if node:
@@ -125,6 +126,11 @@ def cached(root: str, cache_dir: str | None, mps_pipe_dir: str = "/tmp/nvidia-mp
     if cache_dir:
         fp = cache.fingerprint(root)
         inv = cache.load(cache_dir, fp)
+        if inv is not None:
+            gone = [f for f in inv.files if not os.path.lexists(f.host_path)]
+            if gone:    # never a mount whose source is gone (runc would fail the container)
+                inv.files = [f for f in inv.files if f not in gone]
+                inv.skipped += [(f.path, "gone since the inventory was cached") for f in gone]
     if inv is None:
         inv = build(root)
         if cache_dir:

@@ -31,7 +31,7 @@ class Gpu(Record):
 class File(Record):
     """A host file to bind into containers. kind: library | binary | firmware | socket |
     config | display; capability: utility | compute | video | graphics | display | ngx |
-    compat32; path: container path."""
+    compat32:<base> (32-bit build of a base capability's library); path: container path."""
 
     __slots__ = ("kind", "capability", "path", "host_path", "reason", "soname")
     DEFAULTS = {"soname": None}
@@ -54,7 +54,18 @@ class Inventory(Record):
     FROZEN = False
 
     def files_for(self, capabilities) -> list[File]:
-        return [f for f in self.files if f.capability in capabilities]
+        """The files for a container with these capabilities; GSP firmware for every one;
+        32-bit libraries (capability compat32:<base>) with compat32 and their base."""
+        caps = set(capabilities)
+        out = []
+        for f in self.files:
+            c = f.capability
+            if c.startswith("compat32:"):
+                if "compat32" in caps and c[9:] in caps:
+                    out.append(f)
+            elif c in caps or f.kind == "firmware":
+                out.append(f)
+        return out
 
     def to_json(self) -> dict:
         return {
