@@ -64,6 +64,7 @@ def compat_lib(rootfs, tmp_path, version="560.35.03"):
 #   outcome "ok": ignored or replaced; "fail": refused or killed at a deadline
 CASES = [
     ("compat-conf", "etc/ld.so.conf.d/00-nvbind-cuda-compat.conf", True, "ok"),
+    ("dropin", "etc/ld.so.conf.d/00-nvbind.conf", False, "ok"),
     ("compat-dir", "usr/local/cuda/compat", False, "ok"),
     ("soname-link", "usr/lib64/libcuda.so.1", False, "ok"),
     ("ld-so-conf", "etc/ld.so.conf", False, "fail"),
@@ -161,7 +162,8 @@ def test_podman_precreate_and_create_container(podman_env, tmp_path):
     no process is left; the compat conf as a FIFO is replaced and the container runs."""
     import engines
     root, pm = podman_env
-    for name, fifo, compat, outcome in (CASES[3], CASES[0]):
+    byname = {c[0]: c for c in CASES}
+    for name, fifo, compat, outcome in (byname["ld-so-conf"], byname["compat-conf"], byname["dropin"]):
         src = tmp_path / f"r-{name}"
         import testimage
         base = testimage.build(str(tmp_path / "base")) if not (tmp_path / "base").exists() else str(tmp_path / "base")
