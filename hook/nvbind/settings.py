@@ -39,6 +39,65 @@ DEFAULTS = {
 }
 
 
+def host_root() -> bool:
+    """Root of the host: euid 0 in the initial user namespace. Rootless podman runs its hooks
+    as uid 0 of a user namespace that maps it to an ordinary user: not host root."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True         # no user namespaces in this kernel
+
+
+def host_uid() -> int:
+    """This process's euid as the parent user namespace sees it (the login user of rootless
+    podman's namespace), from /proc/self/uid_map; the euid itself when not mapped."""
+    euid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = (int(x) for x in line.split())
+                if inside <= euid < inside + count:
+                    return outside + euid - inside
+    except (OSError, ValueError):
+        pass
+    return euid
+
+
+def user_runtime_dir() -> tuple[str | None, str]:
+    """Where a non-root nvbind keeps its caches and leases: ($XDG_RUNTIME_DIR/nvbind, "") or
+    (None, why not). The directory must be owned by this euid and writable by no one else;
+    the hook's own environment is read (a hook entry's `env`, never the container's), then
+    /run/user/<uid> of the user the namespace maps this euid to (podman passes a hook only
+    the `env` of its entry)."""
+    owner = os.geteuid()
+    tried = []
+    for d in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{host_uid()}"):
+        if not d or d in tried:
+            continue
+        tried.append(d)
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if os.path.isabs(d) and st.st_uid == owner and not st.st_mode & 0o022:
+            return os.path.join(d, "nvbind"), ""
+    return None, (f"running as uid {host_uid()} (not root) with no per-user runtime directory "
+                  f"({' or '.join(tried) or 'XDG_RUNTIME_DIR unset'}: missing, not owned by "
+                  "this user, or writable by others)")
+
+
+def _defaults() -> dict:
+    """DEFAULTS for who runs nvbind: root uses /run/nvbind; anyone else (rootless podman's
+    hooks, a user's `nvbind info`) its own runtime directory, or no cache and no leases."""
+    if host_root():
+        return DEFAULTS
+    d, _why = user_runtime_dir()
+    return {**DEFAULTS, "cache_dir": d or "off", "lease_dir": os.path.join(d, "leases") if d else ""}
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -99,15 +158,16 @@ def load(path: str | None = None) -> dict:
     except FileNotFoundError:
         if explicit:
             raise InputError(f"config file {path} does not exist") from None
-        return dict(DEFAULTS)
+        return dict(_defaults())
     except OSError as e:
         raise InputError(f"cannot read config file {path}: {e.strerror}") from None
     from nvbind import fastjson
     key = [path, st.st_ino, st.st_size, st.st_mtime_ns]
-    cache_dir = os.environ.get("NVBIND_CACHE_DIR") or DEFAULT_CACHE_DIR
+    defaults = _defaults()
+    cache_dir = os.environ.get("NVBIND_CACHE_DIR") or defaults["cache_dir"]
     if cache_dir in ("off", "") or not os.path.isabs(cache_dir):
         with open(path, "rb") as f:        # no cache: validate every time
-            return _merge(DEFAULTS, parse(path, f.read(1 << 20)))
+            return _merge(defaults, parse(path, f.read(1 << 20)))
     cfile = _cache_file(cache_dir, path)
     # the cache decides what gets mounted: trusted only under nvbind.sysio.trust's rule
     from nvbind.sysio import atomic, trust
@@ -115,7 +175,7 @@ def load(path: str | None = None) -> dict:
     try:
         cached = fastjson.loads(data.decode(), own=True) if data is not None else None
         if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("config"), dict):
-            return _merge(DEFAULTS, cached["config"])
+            return _merge(defaults, cached["config"])
     except (ValueError, UnicodeDecodeError):
         pass
     with open(path, "rb") as f:
@@ -126,7 +186,7 @@ def load(path: str | None = None) -> dict:
             atomic.write(cfile, fastjson.dumps({"key": key, "config": doc}), 0o644)
     except (OSError, ValueError):
         pass    # no cache: the next run validates again, nothing else changes
-    return _merge(DEFAULTS, doc)
+    return _merge(defaults, doc)
 
 
 def next_value(it, opt: str) -> str:
@@ -147,7 +207,7 @@ class Settings:
         self.log_opt = os.environ.get("NVBIND_LOG")
         self.config_path = None
         self.result: dict = {}
-        self._config = None if config is None else _merge(DEFAULTS, config)
+        self._config = None if config is None else _merge(_defaults(), config)
         self.rest: list[str] = []
         it = iter(argv)
         for a in it:

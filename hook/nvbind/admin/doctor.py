@@ -96,7 +96,11 @@ def run(root: str, settings: dict, cache_dir: str | None, log_path: str | None,
                       "" if mps.get("running") else "nvidia-cuda-mps-control -d (only needed for 'virtual')"))
     # leases
     ldir = settings["lease_dir"]
-    if os.path.isdir(ldir):
+    if not ldir:        # not root and no runtime directory of its own (settings._defaults)
+        from nvbind.settings import user_runtime_dir
+        out.append(_check("lease directory", WARN, f"none: {user_runtime_dir()[1]}; exclusive "
+                          "requests are refused", "set XDG_RUNTIME_DIR, or lease_dir in the configuration"))
+    elif os.path.isdir(ldir):
         stale = []
         for n in os.listdir(ldir):
             if n.endswith(".lease"):

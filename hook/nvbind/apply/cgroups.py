@@ -1,5 +1,6 @@
 """Device cgroup rules for a running container: v1 devices.allow, v2 BPF program."""
 
+import errno
 import os
 
 from nvbind.errors import NvbindError
@@ -55,6 +56,12 @@ def allow(pid: int, rules) -> str:
     if not rules:
         return "no device rules"
     version, path = locate(pid)
+    if (version, path) == locate(os.getpid()):
+        # the runtime made no cgroup for the container (rootless, cgroups disabled): rules
+        # written here would reach every process that shares it, nvbind's caller included
+        raise NvbindError(f"container pid {pid} has no device cgroup of its own (it shares "
+                          f"{path} with the hook); refusing to allow devices there: use the precreate "
+                          "hook, the runtime shim or CDI")
     if version == "v1":
         target = os.path.join(path, "devices.allow")
         try:
@@ -62,7 +69,9 @@ def allow(pid: int, rules) -> str:
                 with open(target, "w") as f:
                     f.write(f"{r.type} {r.major}:{r.minor} {r.access}")
         except OSError as e:
-            raise NvbindError(f"writing {target} failed: {e.strerror}") from None
+            raise NvbindError(f"writing {target} failed: {e.strerror}"
+                              + ("; the hook needs root on the host to change device cgroups"
+                                 if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "")) from None
         return f"cgroup v1: {len(rules)} rule(s) in {target}"
     from nvbind.apply import bpf
     return "cgroup v2: " + bpf.allow(path, [(r.major, r.minor) for r in rules])

@@ -67,6 +67,11 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
     if not keys:
         return
     from nvbind.apply import leases
+    if not settings.config["lease_dir"]:
+        from nvbind.settings import user_runtime_dir
+        raise NvbindError("exclusive GPU access needs a lease directory, and there is none: "
+                          f"{user_runtime_dir()[1]}; set XDG_RUNTIME_DIR in the hook's env, or "
+                          "lease_dir in the configuration; refusing the exclusive container")
     me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
     notes = leases.acquire(settings.config["lease_dir"], keys, me)
     settings.result["leases"] = keys
@@ -77,8 +82,8 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
 def check_leases(settings, ed) -> None:
     """Every GPU user, whatever its isolation, is refused a GPU another container holds
     exclusively (one directory listing when leases exist, nothing when none do)."""
-    if ed is None or not ed.keys:
-        return
+    if ed is None or not ed.keys or not settings.config["lease_dir"]:
+        return      # no lease directory (rootless without a runtime dir): none can be held
     from nvbind.apply import leases
     leases.check(settings.config["lease_dir"], ed.keys)
 

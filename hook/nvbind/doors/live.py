@@ -1,8 +1,9 @@
 """createRuntime / prestart: inject into the container the runtime has just built."""
 
+import os
 import sys
 
-from nvbind.errors import InputError
+from nvbind.errors import InputError, NvbindError
 
 
 def run(settings, rest: list[str]) -> int:
@@ -28,6 +29,14 @@ def run(settings, rest: list[str]) -> int:
     ed = d.edits
     if ed is None or ed.empty:
         return 0
+    from nvbind.settings import host_root, host_uid
+    if not host_root():
+        # rootless engines: no device cgroup of the container's own, no mknod; fail before
+        # touching anything (the cgroup nvbind could reach is its caller's, or the root one)
+        raise NvbindError(f"container {state['id']}: this hook stage runs without host root "
+                          f"(uid {os.geteuid()}{' of a user namespace' if os.geteuid() == 0 else ''}, uid {host_uid()} on the host)"
+                          " and cannot change the container's device cgroup or make device nodes; "
+                          "use the precreate hook or CDI (--device nvidia.com/gpu=N) for rootless containers")
     check_leases(settings, ed)
     env = oci.env_map(cfg)
     # The process environment is fixed by now. Markers may be missing; the admin's limits

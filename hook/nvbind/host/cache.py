@@ -1,4 +1,5 @@
-"""The host inventory cache (default /run/nvbind/inventory.json).
+"""The host inventory cache (default /run/nvbind/inventory.json; $XDG_RUNTIME_DIR/nvbind for a
+non-root user, see settings.user_runtime_dir).
 
 Hooks must not rediscover the host (or ever call NVML) per container. The cache holds
 the full inventory and a fingerprint of what it was built from: the driver version,

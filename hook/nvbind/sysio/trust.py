@@ -1,6 +1,7 @@
 """One trust rule for everything nvbind reads back from its own directories (the config
 cache, the inventory cache, the lease directory): the directory and the file are owned by
-the user nvbind runs as (root, on a real host) and neither is writable by group or others.
+the user nvbind runs as (root on a host; under rootless podman uid 0 of its user namespace,
+which is the user owning $XDG_RUNTIME_DIR/nvbind) and neither is writable by group or others.
 Anything else may have been written by another user and is ignored (caches: rebuilt) or
 refused (leases). Checked on the open file descriptor, never by path after the fact."""
 
