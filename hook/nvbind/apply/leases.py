@@ -214,6 +214,14 @@ def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
             except FileNotFoundError:
                 pass
             notes.append(f"reclaimed stale lease on {h.get('gpu') or name} from {_who(h)}")
+        # a writer killed mid-write leaves its temp file (.NAME.nvbind-PID); under the lock
+        # no one else writes, so they go (else a later taker with that pid could never write)
+        for n in os.listdir(lease_dir):
+            if n.startswith(".") and ".lease.nvbind-" in n:
+                try:
+                    os.unlink(os.path.join(lease_dir, n))
+                except OSError:
+                    pass
         written = []
         try:
             for key in keys:
