@@ -111,11 +111,8 @@ def _check(cfg: dict, path: str, kind, need: bool, what: str) -> None:
                     continue
                 full = f"{where}.{part}" if where else part
                 if obj.get(part) is None:
-                    if part in obj and part != "[]":
-                        del obj[part]           # null: absent, as Go reads it
-                    if need and last:
-                        raise InputError(f"{what}: {full}: missing")
-                    if need and not last:
+                    obj.pop(part, None)         # null: absent, as Go reads it
+                    if need:
                         raise InputError(f"{what}: {full}: missing")
                     continue
                 items = [(obj[part], full, obj, part)]
