@@ -196,3 +196,28 @@ def test_runtime_shim_as_containerd_drives_it(live_env, tmp_path):
         for i in ids:
             shim("delete", "--force", i)
     assert leases_in(tmp_path) == []
+
+
+def test_running_shared_container_blocks_a_later_exclusive(world):
+    """A default (shared) container registers itself from its createContainer entry; an
+    exclusive one on its GPU is refused while it runs (from any directory), and runs once
+    the shared one is removed."""
+    pm, d = world
+    tag = uuid.uuid4().hex[:6]
+    s, e, m = f"sh-{tag}", f"ex-{tag}", f"mig-{tag}"
+    try:
+        r = start(pm, s, {"NVIDIA_VISIBLE_DEVICES": "0:0"}, d / "cwd0", extra=[])
+        assert r.returncode == 0, r.stderr
+        r = start(pm, e, {"NVIDIA_VISIBLE_DEVICES": "0"}, d / "cwd1")
+        assert r.returncode != 0, r.stderr
+        cid = podman(pm, ["inspect", "--format", "{{.Id}}", s]).stdout.strip()
+        log = [json.loads(x) for x in open(pm.log)]
+        assert any(f"is in use by container {cid}" in (x.get("error") or "") for x in log)
+        r = start(pm, m, {"NVIDIA_VISIBLE_DEVICES": "0:1"}, d / "cwd1")    # another slice
+        assert r.returncode == 0, r.stderr
+        rm(pm, s, e, m)
+        r = start(pm, e, {"NVIDIA_VISIBLE_DEVICES": "0"}, d / "cwd1")
+        assert r.returncode == 0, r.stderr
+    finally:
+        rm(pm, s, e, m)
+    assert live_leases(d) == []

@@ -204,3 +204,48 @@ def test_sandbox_containers_never_get_gpus(sim_root, tmp_path, ann):
     # and the pod's own container (same annotations minus the sandbox one) gets its GPU
     r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=all"], {"nvbind.io/isolation": "exclusive"})
     assert r.returncode == 0 and "createRuntime" in json.loads(r.stdout)["hooks"]
+
+
+def test_a_running_shared_user_blocks_a_later_exclusive(tmp_path):
+    """Shared/virtual users register from createContainer; an exclusive container that
+    comes later is refused while one runs, and gets the GPU once it is gone."""
+    d = str(tmp_path / "l")
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        leases.register(d, ["GPU-1:1.0"], leases.holder("shared", str(tmp_path), p.pid))
+        with pytest.raises(NvbindError, match="GPU GPU-1 is in use by container shared"):
+            leases.acquire(d, ["GPU-1"], leases.holder("x", str(tmp_path), os.getpid()))
+        with pytest.raises(NvbindError, match="in use by container shared"):
+            leases.check(d, ["GPU-1"], exclusive=True)
+        leases.check(d, ["GPU-1"])                      # another shared user: fine
+        leases.acquire(d, ["GPU-1:2.0"], leases.holder("y", str(tmp_path), os.getpid()))
+        # and the other way round: a registration while a conflicting lease is live
+        with pytest.raises(NvbindError, match="held exclusively by container y"):
+            leases.register(d, ["GPU-1"], leases.holder("z", str(tmp_path), p.pid))
+    finally:
+        p.kill()
+        p.wait()
+    leases.release(d, "y", str(tmp_path))
+    leases.acquire(d, ["GPU-1"], leases.holder("x", str(tmp_path), os.getpid()))
+    assert [n for n in os.listdir(d) if n.endswith(".use")] == []       # swept
+
+
+def test_register_through_the_create_container_entry(sim_root, tmp_path, sleeper):
+    cfgfile = _cfgfile(tmp_path)
+    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=1"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    entry = out["hooks"]["createContainer"][0]
+    assert "--use" in entry["args"] and "createRuntime" not in out["hooks"]
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "rootfs").mkdir()
+    out["root"]["path"] = str(bundle / "rootfs")
+    (bundle / "config.json").write_text(json.dumps(out))
+    state = json.dumps({"ociVersion": "1.0.2", "id": "sh", "pid": sleeper.pid, "bundle": str(bundle)})
+    args = entry["args"][1:]
+    use = args.index("--use")
+    r = run_nvbind(["--config", cfgfile, *args[args.index("hook"):use + 2]], state, env=ENV)
+    assert r.returncode == 0, r.stderr
+    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=1"], {"nvbind.io/isolation": "exclusive"})
+    assert r.returncode == 1 and b"is in use by container sh" in r.stderr, r.stderr

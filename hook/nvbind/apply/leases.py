@@ -20,9 +20,13 @@ container's init, a host crash) the process is gone and the next taker reclaims 
 lease. Nothing depends on a hook's working directory (podman runs precreate hooks in the
 caller's), on the engine, or on a daemon.
 
-Everyone checks. Exclusive containers take leases; every other GPU user (shared, virtual)
-checks them with `check` before it is given a GPU: a listing of the lease directory, only
-when that directory exists and holds a lease.
+Everyone checks, everyone is seen. Exclusive containers take leases; every other GPU user
+(shared, virtual) checks them with `check` before it is given a GPU (a listing of the lease
+directory, nothing more when it holds no lease), and registers itself with `register` from
+the createContainer entry it gets anyway (state: id, bundle, pid), so that an exclusive
+container arriving later is refused while a shared user of its GPU runs. A user record
+needs no poststop: it goes stale with its process, and stale records are swept under the
+lock by the next register or acquire.
 """
 
 import fcntl
@@ -32,6 +36,7 @@ from nvbind import fastjson
 from nvbind.errors import InputError, NvbindError
 
 SUFFIX = ".lease"
+USER_SUFFIX = ".use"
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -183,9 +188,94 @@ def _conflict(key: str, h: dict) -> bool:
         return False
 
 
-def check(lease_dir: str, keys: list[str], me: dict | None = None) -> None:
+def _users(lease_dir: str) -> list[tuple[str, dict]]:
+    """(file name, record) of every registered shared/virtual GPU user."""
+    try:
+        names = os.listdir(lease_dir)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n.endswith(USER_SUFFIX) and not n.startswith("."):
+            h = _read(lease_dir, n)
+            if h is not None:
+                out.append((n, h))
+    return out
+
+
+def _uses(key: str, h: dict) -> list[str]:
+    gpus = h.get("gpus")
+    if not isinstance(gpus, list):
+        return []
+    out = []
+    for g in gpus:
+        try:
+            if isinstance(g, str) and conflicts(key, g):
+                out.append(g)
+        except InputError:
+            pass
+    return out
+
+
+def _user_name(me: dict) -> str:
+    import hashlib
+    digest = hashlib.sha256(f"{me.get('id')}\0{me.get('bundle')}".encode("utf-8", "replace"))
+    return digest.hexdigest()[:32] + USER_SUFFIX
+
+
+def _sweep(lease_dir: str) -> None:
+    """Under the lock: drop user records whose process is gone, and temp files left by a
+    writer killed mid-write (.NAME.nvbind-PID; a later writer with that pid could never
+    write otherwise)."""
+    for n in os.listdir(lease_dir):
+        if n.startswith(".") and ".nvbind-" in n and (SUFFIX in n or USER_SUFFIX in n):
+            try:
+                os.unlink(os.path.join(lease_dir, n))
+            except OSError:
+                pass
+    for n, h in _users(lease_dir):
+        if not live(h):
+            try:
+                os.unlink(os.path.join(lease_dir, n))
+            except OSError:
+                pass
+
+
+def register(lease_dir: str, keys: list[str], me: dict) -> None:
+    """A shared or virtual container (its createContainer entry) records that it uses
+    `keys`; refused when a live exclusive lease conflicts (one taken since its decision)."""
+    from nvbind.sysio import atomic
+    for k in keys:
+        parse_key(k)
+    with _Locked(lease_dir):
+        _sweep(lease_dir)
+        for _, h in _held(lease_dir):
+            if same(h, me):
+                continue
+            for key in keys:
+                if _conflict(key, h) and live(h):
+                    raise NvbindError(f"GPU {key} is held exclusively by {_who(h)}"
+                                      + ("" if h.get("gpu") == key else f" through {h.get('gpu')}"))
+        try:
+            atomic.write(os.path.join(lease_dir, _user_name(me)),
+                         fastjson.dumps({**me, "gpus": list(keys)}), 0o644)
+        except (OSError, ValueError) as e:
+            raise NvbindError(f"cannot record the GPU user in {lease_dir}: "
+                              f"{getattr(e, 'strerror', None) or e}; refusing the container, "
+                              "whose exclusivity could not be enforced") from None
+
+
+def check(lease_dir: str, keys: list[str], me: dict | None = None,
+          exclusive: bool = False) -> None:
     """Refuse (NvbindError) when a live holder other than `me` leases any of `keys` or a
-    key that conflicts with one (GPU vs its slices)."""
+    key that conflicts with one (GPU vs its slices); with `exclusive`, also when a live
+    registered user uses one."""
+    if exclusive:
+        for _, h in _users(lease_dir):
+            if (me is None or not same(h, me)) and any(_uses(k, h) for k in keys) and live(h):
+                raise NvbindError(f"GPU {', '.join(k for k in keys if _uses(k, h))} is in use "
+                                  f"by {_who(h)} (not exclusive); an exclusive container waits "
+                                  "until it stops")
     for _, h in _held(lease_dir):
         if me is not None and same(h, me):
             continue
@@ -214,14 +304,14 @@ def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
             except FileNotFoundError:
                 pass
             notes.append(f"reclaimed stale lease on {h.get('gpu') or name} from {_who(h)}")
-        # a writer killed mid-write leaves its temp file (.NAME.nvbind-PID); under the lock
-        # no one else writes, so they go (else a later taker with that pid could never write)
-        for n in os.listdir(lease_dir):
-            if n.startswith(".") and ".lease.nvbind-" in n:
-                try:
-                    os.unlink(os.path.join(lease_dir, n))
-                except OSError:
-                    pass
+        _sweep(lease_dir)
+        for _, h in _users(lease_dir):
+            if same(h, me):
+                continue
+            used = [k for k in keys if _uses(k, h)]
+            if used:        # _sweep left only live users
+                raise NvbindError(f"GPU {', '.join(used)} is in use by {_who(h)} (not "
+                                  "exclusive); an exclusive container waits until it stops")
         written = []
         try:
             for key in keys:
@@ -249,11 +339,12 @@ def release(lease_dir: str, cid: str, bundle: str) -> list[str]:
     out = []
     me = {"id": cid, "bundle": bundle}
     with _Locked(lease_dir):
-        for name, h in _held(lease_dir):
+        for name, h in _held(lease_dir) + _users(lease_dir):
             if same(h, me):
                 try:
                     os.unlink(os.path.join(lease_dir, name))
                 except FileNotFoundError:
                     pass
-                out.append(f"released {h.get('gpu', name)}")
+                if name.endswith(SUFFIX):
+                    out.append(f"released {h.get('gpu', name)}")
     return out

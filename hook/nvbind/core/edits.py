@@ -267,8 +267,14 @@ def compute(inv: Inventory, grant: Grant,
     env.update(env_extra)
     ed.env = [EnvEdit(k, v, why, k.startswith(ENFORCED_ENV)) for k, (v, why) in sorted(env.items())]
 
-    if hook_cmd and (ed.ldcache_folders or ed.symlinks):
+    # a shared or virtual GPU user registers itself (apply/leases.py) from this entry, whose
+    # state names it (id, bundle, pid): an exclusive container arriving later sees it
+    # (not from a CDI spec: static, one top-level entry for every device set)
+    uses = ed.keys if ed.isolation != "exclusive" and grant.source != "CDI" else []
+    if hook_cmd and (ed.ldcache_folders or ed.symlinks or uses):
         args = list(hook_cmd[1:]) + ["hook", "createContainer"]
+        for key in uses:
+            args += ["--use", key]
         if "compute" in caps:
             args += ["--driver-version", inv.driver_version]
         for d in ed.ldcache_folders:

@@ -81,11 +81,23 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
 
 def check_leases(settings, ed) -> None:
     """Every GPU user, whatever its isolation, is refused a GPU another container holds
-    exclusively (one directory listing when leases exist, nothing when none do)."""
+    exclusively (one directory listing when leases exist, nothing when none do); an
+    exclusive one also a GPU a running shared/virtual container uses."""
     if ed is None or not ed.keys or not settings.config["lease_dir"]:
         return      # no lease directory (rootless without a runtime dir): none can be held
     from nvbind.apply import leases
-    leases.check(settings.config["lease_dir"], ed.keys)
+    leases.check(settings.config["lease_dir"], ed.keys, exclusive=ed.isolation == "exclusive")
+
+
+def register_user(settings, keys: list[str], state: dict, hostname=None) -> None:
+    """A shared/virtual GPU user records itself (createContainer, or createRuntime when it
+    decides there), so that a later exclusive container is refused while it runs."""
+    if not keys or not settings.config["lease_dir"]:
+        return
+    from nvbind.apply import leases
+    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    leases.register(settings.config["lease_dir"], keys, me)
+    settings.result["uses"] = keys
 
 
 def _wanted(level: str, entry: dict) -> bool:

@@ -10,11 +10,13 @@ from nvbind.settings import next_value
 def run(settings, rest: list[str]) -> int:
     from nvbind import oci
     from nvbind.apply import ldcache
-    folders, links, driver = [], [], None
+    folders, links, driver, uses = [], [], None, []
     it = iter(rest)
     for a in it:
         if a == "--folder":
             folders.append(next_value(it, a))
+        elif a == "--use":
+            uses.append(next_value(it, a))
         elif a == "--driver-version":
             driver = next_value(it, a)
         elif a == "--link":
@@ -27,6 +29,9 @@ def run(settings, rest: list[str]) -> int:
     state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
     settings.result["id"] = state["id"]
     _cfg, rootfs = oci.load_bundle(state["bundle"])
+    if uses:
+        from nvbind.doors import register_user
+        register_user(settings, uses, state, _cfg.get("hostname"))
     from nvbind.sysio.root import Root
     try:
         root = Root.open(rootfs)        # the one open by path; everything else through it

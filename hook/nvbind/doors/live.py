@@ -8,7 +8,7 @@ from nvbind.errors import InputError, NvbindError
 
 def run(settings, rest: list[str]) -> int:
     from nvbind import decide, oci
-    from nvbind.doors import check_leases, host, record, take_leases
+    from nvbind.doors import check_leases, host, record, register_user, take_leases
     from nvbind.settings import next_value
     leases = []
     it = iter(rest)
@@ -48,6 +48,8 @@ def run(settings, rest: list[str]) -> int:
                          f"{ed.isolation!r} (profile {ed.profile!r}), and this stage cannot set "
                          "the environment: use precreate, the runtime shim or CDI")
     take_leases(settings, ed.leases, state, cfg.get("hostname"))
+    if ed.isolation != "exclusive":
+        register_user(settings, ed.keys, state, cfg.get("hostname"))
     not_applied = [e.name for e in ed.env if env.get(e.name) != e.value]
     if not_applied:
         settings.result["env_not_applied"] = not_applied
