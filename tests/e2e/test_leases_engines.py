@@ -91,7 +91,9 @@ def test_one_holder_whatever_the_working_directory(world):
         assert r.returncode != 0
         # a shared container and a MIG-less other GPU: shared on GPU 1 is refused, GPU 0 fine
         r = start(pm, s, {"NVIDIA_VISIBLE_DEVICES": "1"}, d / "cwd2", extra=[])
-        assert r.returncode != 0 and "precreate" in r.stderr, r.stderr
+        # refused by its createContainer entry, with nvbind's own line (runc passes it on)
+        assert r.returncode != 0 and "nvbind: error: GPU" in r.stderr \
+            and "held exclusively by container " + cid in r.stderr, r.stderr
         r = start(pm, o, {"NVIDIA_VISIBLE_DEVICES": "0"}, d / "cwd2", extra=[])
         assert r.returncode == 0, r.stderr
         log = [json.loads(x) for x in open(pm.log)]
@@ -209,8 +211,8 @@ def test_running_shared_container_blocks_a_later_exclusive(world):
         r = start(pm, s, {"NVIDIA_VISIBLE_DEVICES": "0:0"}, d / "cwd0", extra=[])
         assert r.returncode == 0, r.stderr
         r = start(pm, e, {"NVIDIA_VISIBLE_DEVICES": "0"}, d / "cwd1")
-        assert r.returncode != 0, r.stderr
         cid = podman(pm, ["inspect", "--format", "{{.Id}}", s]).stdout.strip()
+        assert r.returncode != 0 and f"is in use by container {cid}" in r.stderr, r.stderr
         log = [json.loads(x) for x in open(pm.log)]
         assert any(f"is in use by container {cid}" in (x.get("error") or "") for x in log)
         r = start(pm, m, {"NVIDIA_VISIBLE_DEVICES": "0:1"}, d / "cwd1")    # another slice

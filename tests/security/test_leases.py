@@ -143,6 +143,26 @@ def _precreate(sim_root, cfgfile, env, ann=None, extra_cache=None):
                       env=dict(ENV, NVBIND_CACHE_DIR=extra_cache or "off"))
 
 
+def _as_user(sim_root, cfgfile, tmp_path, env, pid, cid, ann=None):
+    """A GPU container through precreate, then the createContainer entry precreate added
+    (its --use part: the ld cache part needs a real rootfs), as the runtime runs it.
+    Returns the createContainer run (or the failed precreate)."""
+    r = _precreate(sim_root, cfgfile, env, ann)
+    if r.returncode != 0:
+        return r
+    out = json.loads(r.stdout)
+    entry = out["hooks"]["createContainer"][0]
+    args = entry["args"][1:]
+    uses = [x for i, a in enumerate(args) if a == "--use" for x in ("--use", args[i + 1])]
+    bundle = tmp_path / f"b-{cid}"
+    bundle.mkdir()
+    (bundle / "rootfs").mkdir()
+    out["root"]["path"] = str(bundle / "rootfs")
+    (bundle / "config.json").write_text(json.dumps(out))
+    state = json.dumps({"ociVersion": "1.0.2", "id": cid, "pid": pid, "bundle": str(bundle)})
+    return run_nvbind(["--config", cfgfile, "hook", "createContainer", *uses], state, env=ENV)
+
+
 def test_shared_and_virtual_users_check_the_leases(sim_root, tmp_path, sleeper):
     cfgfile = _cfgfile(tmp_path)
     r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=0"], {"nvbind.io/isolation": "exclusive"})
@@ -157,22 +177,23 @@ def test_shared_and_virtual_users_check_the_leases(sim_root, tmp_path, sleeper):
     r = run_nvbind(["--config", cfgfile, "hook", "createRuntime", "--lease", key], state, env=ENV)
     assert r.returncode == 0, r.stderr
     # a default (shared) container on that GPU: refused, naming the holder
-    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=0"])
+    r = _as_user(sim_root, cfgfile, tmp_path, ["NVIDIA_VISIBLE_DEVICES=0"], os.getpid(), "s1")
     assert r.returncode == 1 and b"held exclusively by container holder" in r.stderr, r.stderr
-    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=all"])
+    r = _as_user(sim_root, cfgfile, tmp_path, ["NVIDIA_VISIBLE_DEVICES=all"], os.getpid(), "s2")
     assert r.returncode == 1 and b"held exclusively" in r.stderr
     # a MIG slice of that GPU: refused too (one key space); the other GPU: fine
-    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=0:0"])
+    r = _as_user(sim_root, cfgfile, tmp_path, ["NVIDIA_VISIBLE_DEVICES=0:0"], os.getpid(), "s3")
     assert r.returncode == 1 and b"held exclusively" in r.stderr, r.stderr
-    r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=1"])
+    r = _as_user(sim_root, cfgfile, tmp_path, ["NVIDIA_VISIBLE_DEVICES=1"], os.getpid(), "s4")
     assert r.returncode == 0, r.stderr
     # the holder's bad lease key: exit 2, nothing written
     r = run_nvbind(["--config", cfgfile, "hook", "createRuntime", "--lease", "../../x"], state, env=ENV)
     assert r.returncode == 2 and b"is not a lease key" in r.stderr
     # poststop releases; the shared container then gets the GPU
     r = run_nvbind(["--config", cfgfile, "hook", "poststop"], state, env=ENV)
-    assert r.returncode == 0 and os.listdir(tmp_path / "leases") == [".lock"]
-    assert _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=0"]).returncode == 0
+    assert r.returncode == 0 and not [n for n in os.listdir(tmp_path / "leases") if n.endswith(".lease")]
+    r = _as_user(sim_root, cfgfile, tmp_path, ["NVIDIA_VISIBLE_DEVICES=0"], os.getpid(), "s5")
+    assert r.returncode == 0, r.stderr
 
 
 def test_mig_exclusive_blocks_the_whole_gpu(sim_root, tmp_path, sleeper):
@@ -187,6 +208,11 @@ def test_mig_exclusive_blocks_the_whole_gpu(sim_root, tmp_path, sleeper):
     assert run_nvbind(["--config", cfgfile, "hook", "createRuntime", "--lease", key], state,
                       env=ENV).returncode == 0
     r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=0"], {"nvbind.io/isolation": "exclusive"})
+    assert r.returncode == 0, r.stderr      # decided; the lease is taken at createRuntime
+    entry = json.loads(r.stdout)["hooks"]["createRuntime"][0]
+    key2 = entry["args"][entry["args"].index("--lease") + 1]
+    state2 = json.dumps({"ociVersion": "1.0.2", "id": "w", "pid": os.getpid(), "bundle": str(tmp_path)})
+    r = run_nvbind(["--config", cfgfile, "hook", "createRuntime", "--lease", key2], state2, env=ENV)
     assert r.returncode == 1 and b"held exclusively by container m" in r.stderr, r.stderr
 
 
@@ -248,4 +274,8 @@ def test_register_through_the_create_container_entry(sim_root, tmp_path, sleeper
     r = run_nvbind(["--config", cfgfile, *args[args.index("hook"):use + 2]], state, env=ENV)
     assert r.returncode == 0, r.stderr
     r = _precreate(sim_root, cfgfile, ["NVIDIA_VISIBLE_DEVICES=1"], {"nvbind.io/isolation": "exclusive"})
+    entry = json.loads(r.stdout)["hooks"]["createRuntime"][0]
+    state2 = json.dumps({"ociVersion": "1.0.2", "id": "x", "pid": os.getpid(), "bundle": str(bundle)})
+    r = run_nvbind(["--config", cfgfile, "hook", *entry["args"][entry["args"].index("createRuntime"):]],
+                   state2, env=ENV)
     assert r.returncode == 1 and b"is in use by container sh" in r.stderr, r.stderr

@@ -2,7 +2,10 @@
 
 podman runs precreate hooks in the caller's working directory, not the bundle, and gives
 no container id: nothing here is keyed per container. Leases are taken at createRuntime,
-whose state has the id and bundle (the edits add that hook)."""
+whose state has the id and bundle (the edits add that hook); shared and virtual users
+register (and are refused a GPU held exclusively) from their createContainer entry. No
+lease is checked here: podman drops a precreate hook's stderr ("exit status 1"), while the
+runtime passes on what those entries say."""
 
 import sys
 
@@ -23,13 +26,12 @@ def run(settings, rest: list[str]) -> int:
         sys.stdout.write(text)
         return 0
     from nvbind import decide
-    from nvbind.doors import check_leases, host, record, self_command
+    from nvbind.doors import host, record, self_command
     d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
     record(settings, d)
     if d.edits is None or d.edits.empty:
         sys.stdout.write(text)
         return 0
-    check_leases(settings, d.edits)
     from nvbind.apply import spec
     for note in spec.apply(cfg, d.edits):
         print(f"nvbind: {note}", file=sys.stderr)
