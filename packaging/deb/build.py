@@ -218,10 +218,12 @@ def build(tree: str, version: str, out: str, work: str, k8s: str) -> str:
     os.chmod(root + LIB + "/nvbind-k8s", 0o755)
 
     # the commands: symlinks into the tree (the bootloader finds its tree through
-    # /proc/self/exe; `nvbind-runtime` is recognised by argv[0]'s basename)
+    # /proc/self/exe). nvbind-runtime is the shim's exec front end (packaging/frontend),
+    # which runs nvbind beside it only for a create/run that could ask for a GPU.
     os.makedirs(root + "/usr/bin")
-    for name in ("nvbind", "nvbind-runtime"):
-        os.symlink("../lib/nvbind/nvbind", f"{root}/usr/bin/{name}")
+    os.symlink("../lib/nvbind/nvbind", f"{root}/usr/bin/nvbind")
+    front = "nvbind-runtime" if os.path.exists(tree + "/nvbind-runtime") else "nvbind"
+    os.symlink(f"../lib/nvbind/{front}", f"{root}/usr/bin/nvbind-runtime")
 
     write(root, "/etc/nvbind/config.toml", read("config.toml"))
     # createRuntime + poststop: podman, CRI-O and buildah all accept these stages

@@ -9,14 +9,59 @@ import sys
 from nvbind.errors import InputError
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, with the width worked out as shutil.get_terminal_size does
+    it (COLUMNS, else the terminal, else 80) without importing shutil (and bz2, lzma):
+    argparse makes a formatter for every add_argument."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            import os
+            try:
+                width = int(os.environ.get("COLUMNS", 0))
+            except ValueError:
+                width = 0
+            if width <= 0:
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    width = 0
+            width = (width or 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
+
     def error(self, message):
         raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def parser() -> argparse.ArgumentParser:
+VERBS = ("plan", "info", "cdi", "install", "uninstall", "config", "doctor", "metrics",
+         "device-plugin")
+
+
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The admin parser; `only`: build just that verb's subparser (each one costs argparse's
+    help-text translations: building all of them took ~15 ms of a `cdi generate`)."""
     top = _Parser(prog="nvbind", add_help=False)
-    sub = top.add_subparsers(dest="verb", parser_class=_Parser)
+    # prog given: argparse would otherwise make a help formatter to work it out, which
+    # imports shutil (and with it bz2, lzma): ~2 ms of every admin verb
+    real = top.add_subparsers(dest="verb", parser_class=_Parser, prog="nvbind")
+
+    class _Only:     # add_parser for the wanted verb; a throwaway parser for the others
+        def add_parser(self, name, **kw):
+            if only is None or name == only:
+                return real.add_parser(name, **kw)
+            return _Skip()
+
+    class _Skip:
+        def __getattr__(self, _name):
+            return lambda *a, **kw: self
+
+    sub = _Only()
 
     p = sub.add_parser("plan", help="what a container would get, and why; changes nothing")
     p.add_argument("--bundle", required=True, metavar="DIR", help="OCI bundle (config.json)")
@@ -27,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true", help="rebuild the hooks' cache (NVML)")
 
     cdi = sub.add_parser("cdi", help="CDI specs").add_subparsers(dest="cdi_verb", required=True,
-                                                                  parser_class=_Parser)
+                                                                  parser_class=_Parser, prog="nvbind cdi")
     p = cdi.add_parser("generate", help="write the spec for this host")
     p.add_argument("--output", metavar="FILE")
     p.add_argument("--format", choices=("json", "yaml"))
@@ -48,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default="/", metavar="DIR")
 
     cfg = sub.add_parser("config", help="the configuration").add_subparsers(
-        dest="config_verb", required=True, parser_class=_Parser)
+        dest="config_verb", required=True, parser_class=_Parser, prog="nvbind config")
     p = cfg.add_parser("validate", help="check a configuration file")
     p.add_argument("file", nargs="?")
     cfg.add_parser("show", help="the configuration in force, profiles included")
@@ -69,10 +114,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(settings, verb: str, rest: list[str]) -> int:
-    top = parser()
-    choices = top._subparsers._group_actions[0].choices   # noqa: SLF001 - argparse's own table
-    if verb not in choices:
+    if verb not in VERBS:
         raise InputError(f"unknown verb '{verb}' (see nvbind --help)")
+    top = parser(verb)
     ns = top.parse_args([verb, *rest])
     if verb in ("plan", "info"):
         from nvbind.admin import plan

@@ -228,7 +228,10 @@ class Installer:
         exe = self.program()
         self.link(BIN, exe)
         if {"docker", "containerd"} & set(engines):
-            self.link(RUNTIME_BIN, exe)
+            # the exec front end beside a frozen tree (packaging/frontend): pass-through
+            # verbs and containers that ask for nothing never start Python
+            front = os.path.join(os.path.dirname(exe), "nvbind-runtime")
+            self.link(RUNTIME_BIN, front if os.access(self.p(front), os.X_OK) else exe)
         for e in engines:
             self.engine(e)
         self.save()

@@ -9,7 +9,6 @@ arguments; every other verb goes straight to the real runtime. The real runtime 
 """
 
 import os
-import shutil
 import sys
 
 from nvbind.errors import InputError, NvbindError
@@ -46,13 +45,31 @@ def bundle_of(args: list[str]) -> str:
     return "."
 
 
+def _which(name: str, path: str) -> str | None:
+    """shutil.which on POSIX, without importing shutil (it brings fnmatch, re, enum, bz2
+    and lzma: milliseconds and memory on every shim create)."""
+    def ok(fn):
+        return os.path.exists(fn) and os.access(fn, os.X_OK) and not os.path.isdir(fn)
+    if os.path.dirname(name):
+        return name if ok(name) else None
+    seen = set()
+    for d in path.split(os.pathsep):
+        if d not in seen:
+            seen.add(d)
+            if ok(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
 def real_runtime() -> str:
     want = os.environ.get("NVBIND_RUNTIME") or ""
     me = os.path.realpath(sys.executable if getattr(sys, "frozen", False) else sys.argv[0])
+    # nor the exec front end beside it (packaging/frontend), which would call us again
+    front = os.path.join(os.path.dirname(me), "nvbind-runtime")
     for name in ([want] if want else []) + list(CANDIDATES):
-        path = name if os.path.isabs(name) else shutil.which(name, path=os.environ.get("PATH")
-                                                            or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        if path and os.access(path, os.X_OK) and os.path.realpath(path) != me:
+        path = name if os.path.isabs(name) else _which(name, os.environ.get("PATH")
+                                                      or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        if path and os.access(path, os.X_OK) and os.path.realpath(path) not in (me, front):
             return path
     raise NvbindError(f"no real OCI runtime found (NVBIND_RUNTIME={want!r}, tried {', '.join(CANDIDATES)})")
 
