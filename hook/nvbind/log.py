@@ -9,10 +9,32 @@ import sys
 import time
 
 
+MAX_STRING = 1024     # characters of one logged string (a hostname, an error message)
+MAX_ITEMS = 64        # items of one logged list or object
+
+
+def bounded(v, depth: int = 0):
+    """`v` with every string, list and object cut to a size a log line can afford: what a
+    container sets (its hostname, its values in error messages) must not grow the log."""
+    if isinstance(v, str):
+        return v if len(v) <= MAX_STRING else f"{v[:MAX_STRING]}...({len(v) - MAX_STRING} more)"
+    if depth > 8:
+        return "..."
+    if isinstance(v, (list, tuple)):
+        out = [bounded(x, depth + 1) for x in v[:MAX_ITEMS]]
+        return out + [f"...({len(v) - MAX_ITEMS} more)"] if len(v) > MAX_ITEMS else out
+    if isinstance(v, dict):
+        return {bounded(str(k), depth + 1): bounded(x, depth + 1)
+                for k, x in list(v.items())[:MAX_ITEMS]}
+    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    return v
+
+
 def record(path: str | None, entry: dict) -> None:
     if not path:
         return
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+    entry = bounded({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry})
     from nvbind import fastjson
     line = (fastjson.dumps(entry, sort_keys=True) + "\n").encode()
     try:

@@ -63,31 +63,71 @@ def _load_object(text: str, what: str) -> dict:
 
 
 def parse_config(text: str, what: str = "config.json") -> dict:
-    """An OCI runtime config, with the parts nvbind reads checked for shape."""
+    """An OCI runtime config, with every part nvbind reads or edits checked for shape.
+
+    A member that is null is what Go's decoder (the runtimes') takes as absent, and is
+    removed; any other wrong type is an InputError naming the field."""
     cfg = _load_object(text, what)
-    proc = cfg.get("process")
-    if not isinstance(proc, dict):
-        raise InputError(f"{what} has no 'process' object")
-    env = proc.get("env", [])
-    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise InputError(f"{what}: process.env must be a list of strings")
-    root = cfg.get("root")
-    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
-        raise InputError(f"{what} has no 'root.path'")
-    ann = cfg.get("annotations", {})
-    if ann is None:
-        ann = {}
-    if not isinstance(ann, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in ann.items()
-    ):
-        raise InputError(f"{what}: annotations must map strings to strings")
-    for key in ("mounts",):
-        if key in cfg and not isinstance(cfg[key], list):
-            raise InputError(f"{what}: '{key}' must be a list")
-    linux = cfg.get("linux", {})
-    if not isinstance(linux, dict):
-        raise InputError(f"{what}: 'linux' must be an object")
+    for path, kind, need in SHAPE:
+        _check(cfg, path, kind, need, what)
+    if "\0" in cfg["root"]["path"]:
+        raise InputError(f"{what}: root.path: holds a NUL character")
     return cfg
+
+
+# (path, type, required); "[]" in a path: every element of that list
+SHAPE = (
+    ("process", dict, True), ("process.env", list, False), ("process.env[]", str, False),
+    ("process.capabilities", dict, False), ("process.capabilities.bounding", list, False),
+    ("process.capabilities.bounding[]", str, False),
+    ("root", dict, True), ("root.path", str, True),
+    ("annotations", dict, False), ("annotations.*", str, False),
+    ("hostname", str, False),
+    ("mounts", list, False), ("mounts[]", dict, False), ("mounts[].destination", str, False),
+    ("linux", dict, False), ("linux.devices", list, False), ("linux.devices[]", dict, False),
+    ("linux.devices[].path", str, False),
+    ("linux.resources", dict, False), ("linux.resources.devices", list, False),
+    ("linux.resources.devices[]", dict, False),
+    ("hooks", dict, False), ("hooks.*", list, False),
+)
+_TYPE = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _check(cfg: dict, path: str, kind, need: bool, what: str) -> None:
+    parts = path.replace("[]", ".[]").split(".")
+    todo = [(cfg, "")]
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        nxt = []
+        for obj, where in todo:
+            if part == "[]":
+                items = [(v, f"{where}[{i}]", obj, i) for i, v in enumerate(obj)] \
+                    if isinstance(obj, list) else []
+            elif part == "*":
+                items = [(v, f"{where}.{k}", obj, k) for k, v in obj.items()] \
+                    if isinstance(obj, dict) else []
+            else:
+                if not isinstance(obj, dict):
+                    continue
+                full = f"{where}.{part}" if where else part
+                if obj.get(part) is None:
+                    obj.pop(part, None)         # null: absent, as Go reads it
+                    if need:
+                        raise InputError(f"{what}: {full}: missing")
+                    continue
+                items = [(obj[part], full, obj, part)]
+            for v, w, parent, k in items:
+                if last:
+                    if v is None and part in ("[]", "*"):
+                        raise InputError(f"{what}: {w}: must be {_TYPE[kind]}, not null")
+                    if not isinstance(v, kind):
+                        raise InputError(f"{what}: {w}: must be {_TYPE[kind]}, got "
+                                         f"{type(v).__name__}")
+                    if kind is str and need and not v:
+                        raise InputError(f"{what}: {w}: must not be empty")
+                else:
+                    nxt.append((v, w))
+        todo = nxt
 
 
 # Every string through which a config can ask for a GPU (request.py): the env keys,
@@ -97,7 +137,8 @@ TRIGGERS = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION", "nvbind.io/", "nvidia-cont
 
 def may_request(text: str) -> bool:
     """False only when `text` certainly asks for nothing (request.from_config agrees).
-    JSON escapes can spell a trigger: \\uXXXX any character, \\/ the slash of nvbind.io/."""
+    The triggers hold only letters, digits, '_', '-', '.' and '/': of JSON's escapes only
+    \\uXXXX and \\/ can spell one of those, so either one sends the text the slow way."""
     return "\\u" in text or "\\/" in text or any(t in text for t in TRIGGERS)
 
 
@@ -107,6 +148,9 @@ def parse_state(text: str) -> dict:
     for key in ("id", "bundle"):
         if not isinstance(st.get(key), str) or not st[key]:
             raise InputError(f"OCI state has no '{key}'")
+    for key in ("id", "bundle"):
+        if "\0" in st[key] or len(st[key]) > 4096:
+            raise InputError(f"OCI state: {key}: not a usable {'path' if key == 'bundle' else 'id'}")
     if not os.path.isabs(st["bundle"]):
         raise InputError(f"OCI state: bundle '{st['bundle']}' is not an absolute path")
     pid = st.get("pid")

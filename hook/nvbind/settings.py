@@ -169,22 +169,22 @@ def load(path: str | None = None) -> dict:
         with open(path, "rb") as f:        # no cache: validate every time
             return _merge(defaults, parse(path, f.read(1 << 20)))
     cfile = _cache_file(cache_dir, path)
+    # the cache decides what gets mounted: trusted only under nvbind.sysio.trust's rule
+    from nvbind.sysio import atomic, trust
+    data = trust.open_trusted(cfile, 1 << 20)
     try:
-        with open(cfile, "rb") as f:
-            cached = fastjson.loads(f.read(1 << 20).decode())
+        cached = fastjson.loads(data.decode(), own=True) if data is not None else None
         if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("config"), dict):
             return _merge(defaults, cached["config"])
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         pass
     with open(path, "rb") as f:
         doc = parse(path, f.read(1 << 20))
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        tmp = f"{cfile}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(fastjson.dumps({"key": key, "config": doc}))
-        os.replace(tmp, cfile)
-    except OSError:
+        if trust.untrusted_dir(cache_dir) is None:
+            atomic.write(cfile, fastjson.dumps({"key": key, "config": doc}), 0o644)
+    except (OSError, ValueError):
         pass    # no cache: the next run validates again, nothing else changes
     return _merge(defaults, doc)
 

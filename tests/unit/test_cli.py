@@ -62,8 +62,8 @@ def test_same_input_same_bytes(sim_root):
 @pytest.mark.parametrize("stdin, words", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
-    (json.dumps({"root": {"path": "rootfs"}}), "no 'process'"),
-    (json.dumps({"process": {"env": []}}), "no 'root.path'"),
+    (json.dumps({"root": {"path": "rootfs"}}), "process: missing"),
+    (json.dumps({"process": {"env": []}}), "root: missing"),
     (json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=9"])), "unknown device '9'"),
     (json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=warp"])),
      "unknown capability 'warp'"),

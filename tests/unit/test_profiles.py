@@ -318,11 +318,12 @@ def test_stale_lease_is_reclaimed(tmp_path):
     from nvbind.apply import leases
     gone = tmp_path / "gone"
     gone.mkdir()
-    leases.acquire(str(tmp_path / "l"), ["GPU-1"], {"bundle": str(gone)})
+    lease_dir = str(tmp_path / "l")
+    leases.acquire(lease_dir, ["GPU-1"], leases.holder("a", str(gone), os.getpid()))
     with pytest.raises(NvbindError, match="held exclusively"):
-        leases.acquire(str(tmp_path / "l"), ["GPU-1"], {"bundle": str(tmp_path)})
+        leases.acquire(lease_dir, ["GPU-1"], leases.holder("b", str(tmp_path), os.getpid()))
     gone.rmdir()
-    notes = leases.acquire(str(tmp_path / "l"), ["GPU-1"], {"bundle": str(tmp_path)})
+    notes = leases.acquire(lease_dir, ["GPU-1"], leases.holder("b", str(tmp_path), os.getpid()))
     assert "reclaimed stale lease" in notes[0]
 
 

@@ -1,19 +1,122 @@
-"""Exclusive GPU leases: one file per GPU in the lease directory, under one flock.
+"""Exclusive GPU leases: one file per leased key in the lease directory, under one flock.
 
-A lease names its holder by bundle directory (precreate runs in the bundle; the runtime
-shim, createRuntime and poststop all know it). It is taken at create and released at
-poststop; a lease whose holder's bundle no longer exists is stale and reclaimed.
+Keys. A whole GPU is its UUID (`GPU-…`); a MIG slice is its parent's UUID with the slice
+as suffix (`GPU-…:GI.CI`), so a GPU and its slices share one key space: a whole-GPU lease
+conflicts with every slice of that GPU and each slice with the whole GPU; two different
+slices of one GPU do not conflict.
+
+Holder. Taken at createRuntime, whose OCI state every runtime fills the same way (runc,
+crun; podman, CRI-O, containerd and docker all run one): the container `id`, its
+`bundle`, and `pid`, the container's init process, which exists from create until the
+container stops (the pid of runc init, kept through its exec of the user process). The
+lease records id, bundle, pid and that process's start time (field 22 of /proc/PID/stat,
+in clock ticks since boot) and the boot id.
+
+Liveness. A lease is live while its holder's process exists with the same start time (a
+reused pid has another), in this boot, and its bundle directory exists. This holds
+whatever way the container ends: poststop releases it (matched by id and bundle), and when
+poststop never runs (runtime killed, `podman rm -f` during create, SIGKILL of the
+container's init, a host crash) the process is gone and the next taker reclaims the
+lease. Nothing depends on a hook's working directory (podman runs precreate hooks in the
+caller's), on the engine, or on a daemon.
+
+Everyone checks, everyone is seen. Exclusive containers take leases; every other GPU user
+(shared, virtual) checks them with `check` before it is given a GPU (a listing of the lease
+directory, nothing more when it holds no lease), and registers itself with `register` from
+the createContainer entry it gets anyway (state: id, bundle, pid), so that an exclusive
+container arriving later is refused while a shared user of its GPU runs. A user record
+needs no poststop: it goes stale with its process, and stale records are swept under the
+lock by the next register or acquire.
 """
 
 import fcntl
 import os
 
 from nvbind import fastjson
-from nvbind.errors import NvbindError
+from nvbind.errors import InputError, NvbindError
+
+SUFFIX = ".lease"
+USER_SUFFIX = ".use"
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def key_of(gpu_uuid: str, slice_: tuple[int, int] | None = None) -> str:
+    return gpu_uuid if slice_ is None else f"{gpu_uuid}:{slice_[0]}.{slice_[1]}"
+
+
+def parse_key(key: str) -> tuple[str, str]:
+    """(parent GPU, slice or "") of a lease key; InputError for anything else."""
+    parent, sep, sl = key.partition(":")
+    ok = 0 < len(parent) <= 80 and set(parent) <= _KEY_CHARS
+    if sep:
+        gi, dot, ci = sl.partition(".")
+        ok = ok and dot == "." and gi.isdigit() and ci.isdigit() and len(sl) <= 16 \
+            and gi.isascii() and ci.isascii()
+    if not ok:
+        raise InputError(f"--lease: {key[:100]!r} is not a lease key (GPU-UUID or GPU-UUID:GI.CI)")
+    return parent, sl
+
+
+def conflicts(a: str, b: str) -> bool:
+    pa, sa = parse_key(a)
+    pb, sb = parse_key(b)
+    return pa == pb and (not sa or not sb or sa == sb)
 
 
 def _name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key) + ".lease"
+    return key.replace(":", "@") + SUFFIX
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(64).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 (starttime) of /proc/PID/stat; None when there is no such process."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read(4096)
+    except (OSError, ValueError):
+        return None
+    try:
+        # comm (field 2) may hold spaces and parentheses: split after the last ')'
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def holder(cid: str, bundle: str, pid: int | None, hostname=None) -> dict:
+    h = {"id": cid, "bundle": bundle, "boot": _boot_id()}
+    if pid:
+        h["pid"], h["start"] = pid, start_time(pid)
+    if isinstance(hostname, str) and hostname:
+        h["hostname"] = hostname[:64]
+    return h
+
+
+def live(h: dict) -> bool:
+    """Whether the holder recorded in a lease still runs (see the module's docstring)."""
+    bundle = h.get("bundle")
+    if not isinstance(bundle, str) or not bundle.startswith("/") or not os.path.isdir(bundle):
+        return False
+    if h.get("boot") and h.get("boot") != _boot_id():
+        return False
+    pid = h.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        return h.get("start") is not None and start_time(pid) == h.get("start")
+    return True     # a holder without a pid (an older lease): its bundle decides
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.get("id") == b.get("id") and a.get("bundle") == b.get("bundle")
+
+
+def _who(h: dict) -> str:
+    return f"container {h.get('id') or h.get('hostname') or '?'} (bundle {h.get('bundle')})"
 
 
 class _Locked:
@@ -21,10 +124,15 @@ class _Locked:
         self.dir = lease_dir
 
     def __enter__(self):
+        from nvbind.sysio import trust
         try:
             os.makedirs(self.dir, mode=0o755, exist_ok=True)
+            why = trust.untrusted_dir(self.dir)
+            if why:
+                raise NvbindError(f"lease directory {self.dir}: {why}")
             self.fd = os.open(os.path.join(self.dir, ".lock"),
-                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                              | os.O_NONBLOCK, 0o600)
         except OSError as e:
             raise NvbindError(f"lease directory {self.dir}: {e.strerror}") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -35,60 +143,208 @@ class _Locked:
         os.close(self.fd)
 
 
-def _read(path: str) -> dict | None:
+def _read(lease_dir: str, name: str) -> dict | None:
+    """A lease file's holder; None when it is gone; {} when unreadable (stale)."""
     try:
-        with open(path, "rb") as f:
-            data = fastjson.loads(f.read(65536).decode())
-        return data if isinstance(data, dict) else {}
+        fd = os.open(os.path.join(lease_dir, name),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError:
+        return {}
+    try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}
+        data = fastjson.loads(os.read(fd, 65536).decode())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError, UnicodeDecodeError):
-        return {}   # unreadable: treated as stale
+        return {}
+    finally:
+        os.close(fd)
 
 
-def acquire(lease_dir: str, keys: list[str], holder: dict) -> list[str]:
+def _held(lease_dir: str) -> list[tuple[str, dict]]:
+    """(file name, holder) of every lease file; [] when the directory is missing or empty
+    (the hot path for every GPU user: one listdir)."""
+    try:
+        names = os.listdir(lease_dir)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n.endswith(SUFFIX) and not n.startswith("."):
+            h = _read(lease_dir, n)
+            if h is not None:
+                out.append((n, h))
+    return out
+
+
+def _conflict(key: str, h: dict) -> bool:
+    other = h.get("gpu")
+    try:
+        return isinstance(other, str) and conflicts(key, other)
+    except InputError:
+        return False
+
+
+def _users(lease_dir: str) -> list[tuple[str, dict]]:
+    """(file name, record) of every registered shared/virtual GPU user."""
+    try:
+        names = os.listdir(lease_dir)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n.endswith(USER_SUFFIX) and not n.startswith("."):
+            h = _read(lease_dir, n)
+            if h is not None:
+                out.append((n, h))
+    return out
+
+
+def _uses(key: str, h: dict) -> list[str]:
+    gpus = h.get("gpus")
+    if not isinstance(gpus, list):
+        return []
+    out = []
+    for g in gpus:
+        try:
+            if isinstance(g, str) and conflicts(key, g):
+                out.append(g)
+        except InputError:
+            pass
+    return out
+
+
+def _user_name(me: dict) -> str:
+    import hashlib
+    digest = hashlib.sha256(f"{me.get('id')}\0{me.get('bundle')}".encode("utf-8", "replace"))
+    return digest.hexdigest()[:32] + USER_SUFFIX
+
+
+def _sweep(lease_dir: str) -> None:
+    """Under the lock: drop user records whose process is gone, and temp files left by a
+    writer killed mid-write (.NAME.nvbind-PID; a later writer with that pid could never
+    write otherwise)."""
+    for n in os.listdir(lease_dir):
+        if n.startswith(".") and ".nvbind-" in n and (SUFFIX in n or USER_SUFFIX in n):
+            try:
+                os.unlink(os.path.join(lease_dir, n))
+            except OSError:
+                pass
+    for n, h in _users(lease_dir):
+        if not live(h):
+            try:
+                os.unlink(os.path.join(lease_dir, n))
+            except OSError:
+                pass
+
+
+def register(lease_dir: str, keys: list[str], me: dict) -> None:
+    """A shared or virtual container (its createContainer entry) records that it uses
+    `keys`; refused when a live exclusive lease conflicts (one taken since its decision)."""
+    from nvbind.sysio import atomic
+    for k in keys:
+        parse_key(k)
+    with _Locked(lease_dir):
+        _sweep(lease_dir)
+        for _, h in _held(lease_dir):
+            if same(h, me):
+                continue
+            for key in keys:
+                if _conflict(key, h) and live(h):
+                    raise NvbindError(f"GPU {key} is held exclusively by {_who(h)}"
+                                      + ("" if h.get("gpu") == key else f" through {h.get('gpu')}"))
+        try:
+            atomic.write(os.path.join(lease_dir, _user_name(me)),
+                         fastjson.dumps({**me, "gpus": list(keys)}), 0o644)
+        except (OSError, ValueError) as e:
+            raise NvbindError(f"cannot record the GPU user in {lease_dir}: "
+                              f"{getattr(e, 'strerror', None) or e}; refusing the container, "
+                              "whose exclusivity could not be enforced") from None
+
+
+def check(lease_dir: str, keys: list[str], me: dict | None = None,
+          exclusive: bool = False) -> None:
+    """Refuse (NvbindError) when a live holder other than `me` leases any of `keys` or a
+    key that conflicts with one (GPU vs its slices); with `exclusive`, also when a live
+    registered user uses one."""
+    if exclusive:
+        for _, h in _users(lease_dir):
+            if (me is None or not same(h, me)) and any(_uses(k, h) for k in keys) and live(h):
+                raise NvbindError(f"GPU {', '.join(k for k in keys if _uses(k, h))} is in use "
+                                  f"by {_who(h)} (not exclusive); an exclusive container waits "
+                                  "until it stops")
+    for _, h in _held(lease_dir):
+        if me is not None and same(h, me):
+            continue
+        for key in keys:
+            if _conflict(key, h) and live(h):
+                raise NvbindError(f"GPU {key} is held exclusively by {_who(h)}"
+                                  + ("" if h.get("gpu") == key else f" through {h.get('gpu')}"))
+
+
+def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
     """Take every lease or none. Returns notes (reclaimed stale leases)."""
+    from nvbind.sysio import atomic
+    for k in keys:
+        parse_key(k)
     notes = []
     with _Locked(lease_dir):
-        for key in keys:
-            cur = _read(os.path.join(lease_dir, _name(key)))
-            if cur is None or cur.get("bundle") == holder.get("bundle"):
+        for name, h in _held(lease_dir):
+            if same(h, me) or not any(_conflict(k, h) for k in keys):
                 continue
-            if cur.get("bundle") and os.path.isdir(cur["bundle"]):
-                who = cur.get("id") or cur.get("hostname") or cur["bundle"]
-                raise NvbindError(f"GPU {key} is held exclusively by container {who} "
-                                  f"(bundle {cur['bundle']})")
-            notes.append(f"reclaimed stale lease on {key} from {cur.get('bundle') or 'unknown'}")
-        for key in keys:
-            path = os.path.join(lease_dir, _name(key))
-            tmp = f"{path}.{os.getpid()}"
+            if live(h):
+                raise NvbindError(f"GPU {', '.join(k for k in keys if _conflict(k, h))} is held "
+                                  f"exclusively by {_who(h)}" + (
+                                      "" if h.get("gpu") in keys else f" through {h.get('gpu')}"))
             try:
-                with open(tmp, "w") as f:
-                    f.write(fastjson.dumps({**holder, "gpu": key}))
-                os.replace(tmp, path)
-            except OSError as e:
+                os.unlink(os.path.join(lease_dir, name))
+            except FileNotFoundError:
+                pass
+            notes.append(f"reclaimed stale lease on {h.get('gpu') or name} from {_who(h)}")
+        _sweep(lease_dir)
+        for _, h in _users(lease_dir):
+            if same(h, me):
+                continue
+            used = [k for k in keys if _uses(k, h)]
+            if used:        # _sweep left only live users
+                raise NvbindError(f"GPU {', '.join(used)} is in use by {_who(h)} (not "
+                                  "exclusive); an exclusive container waits until it stops")
+        written = []
+        try:
+            for key in keys:
+                data = fastjson.dumps({**me, "gpu": key})
+                atomic.write(os.path.join(lease_dir, _name(key)), data, 0o644)
+                written.append(key)
+        except (OSError, ValueError) as e:
+            for key in written:
                 try:
-                    os.unlink(tmp)
+                    os.unlink(os.path.join(lease_dir, _name(key)))
                 except OSError:
                     pass
-                # fail closed: without a written lease, exclusivity cannot be promised
-                raise NvbindError(f"cannot write the lease for GPU {key} in {lease_dir}: "
-                                  f"{e.strerror}; refusing the exclusive container") from None
+            # fail closed: without a written lease, exclusivity cannot be promised
+            raise NvbindError(f"cannot write the lease for GPU {key} in {lease_dir}: "
+                              f"{getattr(e, 'strerror', None) or e}; refusing the exclusive "
+                              "container") from None
     return notes
 
 
-def release(lease_dir: str, bundle: str) -> list[str]:
-    """Drop every lease held by `bundle`. Safe to call twice or for strangers."""
+def release(lease_dir: str, cid: str, bundle: str) -> list[str]:
+    """Drop every lease held by the container (id and bundle). Safe to call twice or for
+    strangers."""
     if not os.path.isdir(lease_dir):
         return []
     out = []
+    me = {"id": cid, "bundle": bundle}
     with _Locked(lease_dir):
-        for name in sorted(os.listdir(lease_dir)):
-            if not name.endswith(".lease"):
-                continue
-            path = os.path.join(lease_dir, name)
-            cur = _read(path)
-            if cur is not None and cur.get("bundle") == bundle:
-                os.unlink(path)
-                out.append(f"released {cur.get('gpu', name)}")
+        for name, h in _held(lease_dir) + _users(lease_dir):
+            if same(h, me):
+                try:
+                    os.unlink(os.path.join(lease_dir, name))
+                except FileNotFoundError:
+                    pass
+                if name.endswith(SUFFIX):
+                    out.append(f"released {h.get('gpu', name)}")
     return out

@@ -70,11 +70,17 @@ def apply(state: dict, rootfs: str, ed, driver_version: str | None = None,
 
 
 def _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version) -> list[str]:
+    """Fork a child that joins the container's mount namespace and does the work there;
+    bounded (sysio.child): dies with the hook, holds none of the runtime's pipes, killed
+    at child.LIVE seconds."""
+    from nvbind.sysio import child as bounded
+    parent = os.getpid()
     r, w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child, reported through the pipe
         code = 1
         try:
+            bounded.setup(parent)
             os.close(r)
             nsys.setns(nsfd, nsys.CLONE_NEWNS)
             os.umask(0)
@@ -86,12 +92,11 @@ def _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version) -> list[str]:
         finally:
             os._exit(code)
     os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(child, 0)
-    out = b"".join(chunks).decode(errors="replace")
+    status, data = bounded.wait(child, r, bounded.LIVE)
+    if status is None:
+        raise NvbindError(f"injection inside the container did not finish within "
+                          f"{bounded.LIVE:g} s; killed")
+    out = data.decode(errors="replace")
     kind, _, body = out.partition("\n")
     if os.WIFSIGNALED(status):
         raise NvbindError(f"injection inside the container was killed by signal {os.WTERMSIG(status)}")
@@ -108,23 +113,21 @@ def _step(name):
 
 def _inside(rootfs, ed, prepared, ldfd, driver_version=None) -> list[str]:
     notes = []
-    rootfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+    with fsroot.Root.open(rootfs) as root:     # the one open by path, in the container's ns
+        rootfd = root.fd
         for d in ed.devices:
             notes.append(_node(rootfd, d))
         _step("nodes")
         for m, tree in prepared:
             notes.append(_mount(rootfd, m, tree))
             _step("mount")
-        notes += ldcache.make_links(rootfs, [(s.target, s.link) for s in ed.symlinks])
+        notes += ldcache.make_links(root, [(s.target, s.link) for s in ed.symlinks])
         if ed.ldcache_folders:
             from nvbind.apply import compat
-            folders = compat.prepare(rootfs, driver_version, ed.ldcache_folders)
-            ldcache.update(rootfs, folders, exe_fd=ldfd)
+            folders = compat.prepare(root, driver_version, ed.ldcache_folders)
+            ldcache.update(root, folders, exe_fd=ldfd)
             notes.append("ld cache updated" + (" (CUDA forward compatibility)"
                                                if folders[0] == compat.COMPAT_DIR else ""))
-    finally:
-        os.close(rootfd)
     return notes
 
 
@@ -164,7 +167,7 @@ def _mount(rootfd, m, tree) -> str:
             raise NvbindError(f"mount target {m.destination}: {e.strerror}") from None
         try:
             st = os.fstat(tfd)
-            if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) != is_dir:
+            if not (stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)):
                 raise NvbindError(f"mount target {m.destination} in the image is a "
                                   f"{'link' if stat.S_ISLNK(st.st_mode) else 'different kind of file'}; refusing")
             nsys.move_mount(tree, tfd)

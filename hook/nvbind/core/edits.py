@@ -77,7 +77,7 @@ class HookEdit(Record):
 
 class ContainerEdits(Record):
     __slots__ = ("devices", "mounts", "env", "cgroup", "symlinks", "ldcache_folders", "hooks",
-                 "notes", "gpus", "leases", "isolation", "profile")
+                 "notes", "gpus", "leases", "isolation", "profile", "keys")
     DEFAULTS = {**{n: list for n in __slots__}, "isolation": "shared", "profile": "default"}
     FROZEN = False
 
@@ -136,9 +136,12 @@ def _isolation(inv, grant, ed, selected) -> dict:
     """Leases for exclusive, MPS for virtual; returns extra env {name: (value, reason)}."""
     iso = grant.isolation
     ed.isolation = iso
+    # lease keys (apply/leases.py): a slice is its parent GPU's UUID with the slice as suffix,
+    # so that a GPU and its MIG slices share one key space; every GPU user checks them
+    ed.keys = [f"{inv.gpus[m.gpu].uuid}:{m.gi}.{m.ci}" if isinstance(m, Mig) else m.uuid
+               for m in selected]
     if iso == "exclusive":
-        ed.leases = [m.uuid or f"{inv.gpus[m.gpu].uuid}:{m.index}" if isinstance(m, Mig) else m.uuid
-                     for m in selected]
+        ed.leases = list(ed.keys)
         return {}
     if iso != "virtual":
         return {}
@@ -264,8 +267,14 @@ def compute(inv: Inventory, grant: Grant,
     env.update(env_extra)
     ed.env = [EnvEdit(k, v, why, k.startswith(ENFORCED_ENV)) for k, (v, why) in sorted(env.items())]
 
-    if hook_cmd and (ed.ldcache_folders or ed.symlinks):
+    # a shared or virtual GPU user registers itself (apply/leases.py) from this entry, whose
+    # state names it (id, bundle, pid): an exclusive container arriving later sees it
+    # (not from a CDI spec: static, one top-level entry for every device set)
+    uses = ed.keys if ed.isolation != "exclusive" and grant.source != "CDI" else []
+    if hook_cmd and (ed.ldcache_folders or ed.symlinks or uses):
         args = list(hook_cmd[1:]) + ["hook", "createContainer"]
+        for key in uses:
+            args += ["--use", key]
         if "compute" in caps:
             args += ["--driver-version", inv.driver_version]
         for d in ed.ldcache_folders:

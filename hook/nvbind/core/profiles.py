@@ -46,12 +46,19 @@ def parse_size(text, where: str) -> int:
         s = s[:-1]
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
     num = s[:-1] if s[-1:] in "KMGT" and s else s
+    shown = str(text)[:40]
     try:
+        # digits and one dot only: float() alone takes nan, inf, 1e400, '1_0'
+        if not num or num.count(".") > 1 or not num.replace(".", "").isdigit() \
+                or not num.isascii():
+            raise ValueError
         value = float(num)
     except ValueError:
-        raise InputError(f"{where}: '{text}' is not a size like 12GB or 512M") from None
+        raise InputError(f"{where}: '{shown}' is not a size like 12GB or 512M") from None
     if value <= 0:
-        raise InputError(f"{where}: size must be positive, got '{text}'")
+        raise InputError(f"{where}: size must be positive, got '{shown}'")
+    if value * mult >= 1 << 60:
+        raise InputError(f"{where}: size '{shown}' is too large")
     return int(value * mult)
 
 

@@ -61,8 +61,10 @@ def record(settings, decision) -> None:
         r.update(gpus=ed.gpus, devices=[d.path for d in ed.devices])
 
 
-def take_leases(settings, ed, bundle: str, cid: str | None, hostname: str | None) -> None:
-    if not ed.leases:
+def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
+    """Exclusive leases for the container the OCI state names (createRuntime: id, bundle
+    and the container's init pid)."""
+    if not keys:
         return
     from nvbind.apply import leases
     if not settings.config["lease_dir"]:
@@ -70,11 +72,32 @@ def take_leases(settings, ed, bundle: str, cid: str | None, hostname: str | None
         raise NvbindError("exclusive GPU access needs a lease directory, and there is none: "
                           f"{user_runtime_dir()[1]}; set XDG_RUNTIME_DIR in the hook's env, or "
                           "lease_dir in the configuration; refusing the exclusive container")
-    notes = leases.acquire(settings.config["lease_dir"], ed.leases,
-                           {"bundle": os.path.abspath(bundle), "id": cid, "hostname": hostname})
-    settings.result["leases"] = ed.leases
+    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    notes = leases.acquire(settings.config["lease_dir"], keys, me)
+    settings.result["leases"] = keys
     for n in notes:
         print(f"nvbind: {n}", file=sys.stderr)
+
+
+def check_leases(settings, ed) -> None:
+    """Every GPU user, whatever its isolation, is refused a GPU another container holds
+    exclusively (one directory listing when leases exist, nothing when none do); an
+    exclusive one also a GPU a running shared/virtual container uses."""
+    if ed is None or not ed.keys or not settings.config["lease_dir"]:
+        return      # no lease directory (rootless without a runtime dir): none can be held
+    from nvbind.apply import leases
+    leases.check(settings.config["lease_dir"], ed.keys, exclusive=ed.isolation == "exclusive")
+
+
+def register_user(settings, keys: list[str], state: dict, hostname=None) -> None:
+    """A shared/virtual GPU user records itself (createContainer, or createRuntime when it
+    decides there), so that a later exclusive container is refused while it runs."""
+    if not keys or not settings.config["lease_dir"]:
+        return
+    from nvbind.apply import leases
+    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    leases.register(settings.config["lease_dir"], keys, me)
+    settings.result["uses"] = keys
 
 
 def _wanted(level: str, entry: dict) -> bool:

@@ -3,18 +3,20 @@ that precreate, the shim and CDI add), with the host's own ldconfig."""
 
 import sys
 
-from nvbind.errors import InputError
+from nvbind.errors import InputError, NvbindError
 from nvbind.settings import next_value
 
 
 def run(settings, rest: list[str]) -> int:
     from nvbind import oci
     from nvbind.apply import ldcache
-    folders, links, driver = [], [], None
+    folders, links, driver, uses = [], [], None, []
     it = iter(rest)
     for a in it:
         if a == "--folder":
             folders.append(next_value(it, a))
+        elif a == "--use":
+            uses.append(next_value(it, a))
         elif a == "--driver-version":
             driver = next_value(it, a)
         elif a == "--link":
@@ -27,11 +29,29 @@ def run(settings, rest: list[str]) -> int:
     state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
     settings.result["id"] = state["id"]
     _cfg, rootfs = oci.load_bundle(state["bundle"])
-    ldcache.make_links(rootfs, links)
-    if folders:
-        from nvbind.apply import compat
-        folders = compat.prepare(rootfs, driver, folders)
-        if folders[0] == compat.COMPAT_DIR:
-            settings.result["cuda_compat"] = compat.COMPAT_DIR
-        ldcache.update(rootfs, folders, settings.config.get("ldconfig") or None)
+    if uses:
+        from nvbind.doors import register_user
+        register_user(settings, uses, state, _cfg.get("hostname"))
+    from nvbind.sysio.root import Root
+    try:
+        root = Root.open(rootfs)        # the one open by path; everything else through it
+    except OSError as e:
+        raise NvbindError(f"container rootfs {rootfs}: {e.strerror}") from None
+    with root:
+        try:
+            _apply(settings, root, links, folders, driver)
+        except OSError as e:
+            raise NvbindError(f"inside the container: {e}") from None
     return 0
+
+
+def _apply(settings, root, links, folders, driver) -> None:
+    from nvbind.apply import ldcache
+    if True:
+        ldcache.make_links(root, links)
+        if folders:
+            from nvbind.apply import compat
+            folders = compat.prepare(root, driver, folders)
+            if folders[0] == compat.COMPAT_DIR:
+                settings.result["cuda_compat"] = compat.COMPAT_DIR
+            ldcache.update(root, folders, settings.config.get("ldconfig") or None)

@@ -8,7 +8,7 @@ from nvbind.errors import InputError, NvbindError
 
 def run(settings, rest: list[str]) -> int:
     from nvbind import decide, oci
-    from nvbind.doors import host, record, take_leases
+    from nvbind.doors import check_leases, host, record, register_user, take_leases
     from nvbind.settings import next_value
     leases = []
     it = iter(rest)
@@ -22,9 +22,7 @@ def run(settings, rest: list[str]) -> int:
     cfg, rootfs = oci.load_bundle(state["bundle"])
     if leases:
         # the entry precreate, the shim or CDI added: the decision was made there
-        from nvbind.core.edits import ContainerEdits
-        take_leases(settings, ContainerEdits(leases=leases), state["bundle"], state["id"],
-                    cfg.get("hostname"))
+        take_leases(settings, leases, state, cfg.get("hostname"))
         return 0
     d = decide.decide(settings, cfg, host(settings))
     record(settings, d)
@@ -39,6 +37,7 @@ def run(settings, rest: list[str]) -> int:
                           f"(uid {os.geteuid()}{' of a user namespace' if os.geteuid() == 0 else ''}, uid {host_uid()} on the host)"
                           " and cannot change the container's device cgroup or make device nodes; "
                           "use the precreate hook or CDI (--device nvidia.com/gpu=N) for rootless containers")
+    check_leases(settings, ed)
     env = oci.env_map(cfg)
     # The process environment is fixed by now. Markers may be missing; the admin's limits
     # (CUDA_MPS_*) may not: refuse rather than start a container without them.
@@ -48,7 +47,9 @@ def run(settings, rest: list[str]) -> int:
         raise InputError(f"{', '.join(e.name for e in unmet)} must be set for isolation "
                          f"{ed.isolation!r} (profile {ed.profile!r}), and this stage cannot set "
                          "the environment: use precreate, the runtime shim or CDI")
-    take_leases(settings, ed, state["bundle"], state["id"], cfg.get("hostname"))
+    take_leases(settings, ed.leases, state, cfg.get("hostname"))
+    if ed.isolation != "exclusive":
+        register_user(settings, ed.keys, state, cfg.get("hostname"))
     not_applied = [e.name for e in ed.env if env.get(e.name) != e.value]
     if not_applied:
         settings.result["env_not_applied"] = not_applied

@@ -18,7 +18,8 @@ def run(settings, rest: list[str]) -> int:
         settings.result["note"] = f"unreadable state ignored: {e}"
         return 0
     settings.result["id"] = state["id"]
-    released = leases.release(settings.config["lease_dir"], os.path.abspath(state["bundle"]))
+    released = leases.release(settings.config["lease_dir"], state["id"],
+                              os.path.abspath(state["bundle"]))
     if released:
         settings.result["released"] = released
     return 0

@@ -2,7 +2,10 @@
 
 podman runs precreate hooks in the caller's working directory, not the bundle, and gives
 no container id: nothing here is keyed per container. Leases are taken at createRuntime,
-whose state has the id and bundle (the edits add that hook)."""
+whose state has the id and bundle (the edits add that hook); shared and virtual users
+register (and are refused a GPU held exclusively) from their createContainer entry. No
+lease is checked here: podman drops a precreate hook's stderr ("exit status 1"), while the
+runtime passes on what those entries say."""
 
 import sys
 

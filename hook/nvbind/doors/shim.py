@@ -118,13 +118,14 @@ def edit_bundle(settings, bundle: str) -> None:
         return None
     from nvbind import decide
     from nvbind.apply import spec
-    from nvbind.doors import host, record, self_command
+    from nvbind.doors import check_leases, host, record, self_command
     from nvbind.sysio import atomic
     cfg = oci.parse_config(text, path)
     d = decide.decide(settings, cfg, host(settings), lambda: self_command(settings))
     record(settings, d)
     if d.edits is None or d.edits.empty:
         return None
+    check_leases(settings, d.edits)
     notes = spec.apply(cfg, d.edits)
     if notes:       # never on stderr: on create, the shim's stdio is the container's
         settings.result["notes"] = notes

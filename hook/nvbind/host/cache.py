@@ -86,32 +86,13 @@ def fingerprint(root: str) -> dict:
             "ldcache": ldc, "watch": _watched(r, driver)}
 
 
-def _ours(st, owner: int | None = None) -> bool:
-    """Trusted: owned by `owner` (this euid: root for the host's cache; for rootless podman's
-    hooks, uid 0 of its user namespace, which is the user who owns $XDG_RUNTIME_DIR/nvbind)
-    and writable by no one else."""
-    return st.st_uid == (os.geteuid() if owner is None else owner) \
-        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 def load(cache_dir: str, fp: dict) -> Inventory | None:
-    path = os.path.join(cache_dir, _name(fp["root"]))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    from nvbind.sysio import trust     # owner and mode of file and directory (one rule)
+    data = trust.open_trusted(os.path.join(cache_dir, _name(fp["root"])))
+    if data is None:
         return None
     try:
-        if not (_ours(os.fstat(fd)) and _ours(os.stat(cache_dir))):
-            return None
-        data = b""
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
-            if len(data) > 32 << 20:
-                return None
-    finally:
-        os.close(fd)
-    try:
-        doc = fastjson.loads(data.decode())
+        doc = fastjson.loads(data.decode(), own=True)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("fingerprint") != fp:
             return None
         return from_json(doc["inventory"])
@@ -120,26 +101,20 @@ def load(cache_dir: str, fp: dict) -> Inventory | None:
 
 
 def store(cache_dir: str, inv: Inventory, fp: dict) -> str | None:
-    """Write the cache; returns why it could not be written, or None."""
+    """Write the cache (temp file O_EXCL|O_NOFOLLOW + rename); returns why it could not be
+    written, or None."""
+    from nvbind.sysio import atomic, trust
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        path = os.path.join(cache_dir, _name(fp["root"]))
-        tmp = f"{path}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)
-            os.write(fd, fastjson.dumps({"format": FORMAT, "fingerprint": fp,
-                                         "inventory": inv.to_json()}).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        why = trust.untrusted_dir(cache_dir)
+        if why:
+            return f"cannot write the inventory cache in {cache_dir}: {why}"
+        atomic.write(os.path.join(cache_dir, _name(fp["root"])),
+                     fastjson.dumps({"format": FORMAT, "fingerprint": fp,
+                                     "inventory": inv.to_json()}), 0o644)
         return None
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
-        return f"cannot write the inventory cache in {cache_dir}: {e.strerror}"
+    except (OSError, ValueError) as e:
+        return f"cannot write the inventory cache in {cache_dir}: {getattr(e, 'strerror', None) or e}"
 
 
 def from_json(d: dict) -> Inventory:

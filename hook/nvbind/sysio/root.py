@@ -178,3 +178,123 @@ def symlink(rootfd: int, link: str, target: str) -> str:
         return f"created {link} -> {target}"
     finally:
         os.close(dfd)
+
+
+# ---- a container rootfs as an object (libpathrs's Root is the model) -------------------
+class Root:
+    """A container rootfs held by one directory fd. Every path given to a method is taken
+    inside it (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, or the O_NOFOLLOW walk), so a
+    link in the image never leads out; the rootfs is opened once, by path, in `open`, and
+    never again by a path string. Files are opened O_NONBLOCK and must be regular files
+    (a FIFO, socket or device in the image can neither block nvbind nor be written through);
+    files nvbind writes are new temp files (O_CREAT|O_EXCL|O_NOFOLLOW) renamed into place.
+    """
+
+    def __init__(self, fd: int, path: str | None = None):
+        self.fd, self.path = fd, path
+
+    @classmethod
+    def open(cls, path: str) -> "Root":
+        return cls(os.open(path, DIR_FLAGS), path)
+
+    def reopen(self) -> "Root":
+        """The same directory, opened again in the caller's mount namespace (after
+        unshare(CLONE_NEWNS) an fd from before still points into the old namespace's
+        mounts, where nothing can be mounted). Verified to be the very same directory
+        (device and inode); the path is the runtime's, never one from the image."""
+        new = Root.open(self.path)
+        a, b = os.fstat(self.fd), os.fstat(new.fd)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            new.close()
+            raise OSError(errno.EXDEV, "the rootfs changed under its path", self.path)
+        return new
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def open_dir(self, path: str, create: bool = False) -> int:
+        return open_dir(self.fd, path, create)
+
+    def mkdir_p(self, path: str) -> None:
+        os.close(open_dir(self.fd, path, create=True))
+
+    def symlink(self, link: str, target: str) -> str:
+        return symlink(self.fd, link, target)
+
+    def listdir(self, path: str) -> list[str]:
+        dfd = open_dir(self.fd, path)
+        try:
+            return os.listdir(dfd)
+        finally:
+            os.close(dfd)
+
+    def _split(self, path: str, create: bool = False) -> tuple[int, str]:
+        parent, name = os.path.split("/" + path.strip("/"))
+        if not name or name in (".", ".."):
+            raise OSError(errno.EINVAL, "not a file name", path)
+        return open_dir(self.fd, parent, create), name
+
+    def open_file(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """An fd of the regular file at `path` (never a link, FIFO, socket or device)."""
+        dfd, name = self._split(path)
+        try:
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                         | os.O_NOCTTY, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return fd
+
+    def read_text(self, path: str, limit: int = 1 << 20) -> str:
+        fd = self.open_file(path)
+        try:
+            data = b""
+            while len(data) <= limit and (chunk := os.read(fd, 65536)):
+                data += chunk
+            return data[:limit].decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def write_atomic(self, path: str, data: str | bytes, mode: int = 0o644) -> None:
+        """Replace `path` with a new regular file holding `data`: a temp file created
+        O_EXCL|O_NOFOLLOW next to it, renamed over it (whatever the image had there, a
+        FIFO included, is replaced, never opened)."""
+        dfd, name = self._split(path, create=True)
+        try:
+            tmp = f".{name}.nvbind-{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                os.fchmod(fd, mode)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False) if _exists(dfd, name) else None
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    raise OSError(errno.EISDIR, "a directory is in the way", path)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dfd)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(dfd)
+
+
+def _exists(dfd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False

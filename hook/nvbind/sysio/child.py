@@ -1,0 +1,65 @@
+"""Forked children that cannot outlive their deadline (issue 13, 3).
+
+Every process nvbind forks (into a container's mount namespace, or to run the host's
+ldconfig) calls `setup` first: PR_SET_PDEATHSIG(SIGKILL), so that it dies with the hook
+when the engine kills the hook at its timeout; its stdin and stdout on /dev/null and its
+stderr on nvbind's own pipe or /dev/null, so that it holds none of the pipes the runtime
+waits on (runc waits for EOF on the hook's stdout/stderr, held by any child). The parent
+reads the child's report with `wait`, which kills it at the deadline.
+
+Deadlines, shortest inside: ldconfig (LDCONFIG) < the live child (LIVE) < the hook entry
+timeout nvbind writes (core.edits.HOOK_TIMEOUT, 30 s; CRI-O's hooks.d entry 30 s).
+"""
+
+import os
+import signal
+import time
+
+PR_SET_PDEATHSIG = 1
+LDCONFIG = 15.0
+LIVE = 25.0
+
+
+def setup(parent: int, stderr: int | None = None) -> None:
+    """In the child, right after fork. `parent`: os.getpid() of the parent before the fork
+    (if it is gone already, the death signal would never come: exit now)."""
+    from nvbind.sysio import syscalls
+    syscalls.libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr if stderr is not None else null, 2)
+    os.close(null)
+
+
+def wait(pid: int, r: int, timeout: float) -> tuple[int | None, bytes]:
+    """Read the child's pipe `r` to EOF and reap it, within `timeout` seconds. Returns
+    (wait status, or None when it was killed at the deadline; the last 64 KiB read)."""
+    import select
+    deadline = time.monotonic() + timeout
+    out = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None, out
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            out = (out + chunk)[-65536:]
+        # EOF: the child closed its end (exited, or closed it and lingers): bounded too
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status, out
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None, out
+            time.sleep(0.005)
+    finally:
+        os.close(r)
