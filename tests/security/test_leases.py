@@ -279,3 +279,16 @@ def test_register_through_the_create_container_entry(sim_root, tmp_path, sleeper
     r = run_nvbind(["--config", cfgfile, "hook", *entry["args"][entry["args"].index("createRuntime"):]],
                    state2, env=ENV)
     assert r.returncode == 1 and b"is in use by container sh" in r.stderr, r.stderr
+
+
+def test_registration_that_cannot_be_written_warns(tmp_path, sleeper):
+    """A full or read-only lease directory does not stop a shared container (it would stop
+    every GPU container); the warning says what is lost. A live exclusive lease still
+    refuses it."""
+    d = tmp_path / "l"
+    leases.acquire(str(d), ["GPU-2"], leases.holder("x", str(tmp_path), sleeper.pid))
+    os.mkdir(d / f"{leases._user_name({'id': 's', 'bundle': str(tmp_path)})}")   # in the way
+    note = leases.register(str(d), ["GPU-1"], leases.holder("s", str(tmp_path), os.getpid()))
+    assert note and "an exclusive container could be given this GPU" in note
+    with pytest.raises(NvbindError, match="held exclusively by container x"):
+        leases.register(str(d), ["GPU-2"], leases.holder("s", str(tmp_path), os.getpid()))

@@ -241,9 +241,10 @@ def _sweep(lease_dir: str) -> None:
                 pass
 
 
-def register(lease_dir: str, keys: list[str], me: dict) -> None:
+def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
     """A shared or virtual container (its createContainer entry) records that it uses
-    `keys`; refused when a live exclusive lease conflicts (one taken since its decision)."""
+    `keys`; refused when a live exclusive lease conflicts (one taken since its decision).
+    Returns a warning when the record could not be written (the container still runs)."""
     from nvbind.sysio import atomic
     for k in keys:
         parse_key(k)
@@ -260,9 +261,12 @@ def register(lease_dir: str, keys: list[str], me: dict) -> None:
             atomic.write(os.path.join(lease_dir, _user_name(me)),
                          fastjson.dumps({**me, "gpus": list(keys)}), 0o644)
         except (OSError, ValueError) as e:
-            raise NvbindError(f"cannot record the GPU user in {lease_dir}: "
-                              f"{getattr(e, 'strerror', None) or e}; refusing the container, "
-                              "whose exclusivity could not be enforced") from None
+            # a shared container is not refused for it (a full /run would stop every GPU
+            # container); only a later exclusive one will not see it: say so
+            return (f"cannot record the GPU user in {lease_dir}: "
+                    f"{getattr(e, 'strerror', None) or e}; an exclusive container could be "
+                    "given this GPU while this container runs")
+    return None
 
 
 def check(lease_dir: str, keys: list[str], me: dict | None = None,

@@ -96,8 +96,11 @@ def register_user(settings, keys: list[str], state: dict, hostname=None) -> None
         return
     from nvbind.apply import leases
     me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
-    leases.register(settings.config["lease_dir"], keys, me)
-    settings.result["uses"] = keys
+    note = leases.register(settings.config["lease_dir"], keys, me)
+    if note:
+        warn(settings, note)
+    else:
+        settings.result["uses"] = keys
 
 
 def _wanted(level: str, entry: dict) -> bool:
