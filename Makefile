@@ -50,7 +50,7 @@ realhost: setup
 real: realhost
 	$(PY) -m pytest -q tests/real
 
-bench: setup dist
+bench: setup dist realhost
 	$(PY) bench/run.py
 
 clean:

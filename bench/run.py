@@ -26,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import engines  # noqa: E402
 import peer  # noqa: E402
+import realhost  # noqa: E402
 import simhost  # noqa: E402
 import testimage  # noqa: E402
 
@@ -71,6 +72,9 @@ def main() -> int:
         simhost.build(big, gpus=8, mig=False, version="550.54.14", stale=False, full=True,
                       mig_per_gpu=7, filler_libs=155)
         nlibs = len(os.listdir(big + "/usr/lib64"))
+        # real driver files: Debian's NVIDIA 535 packages and the .run layout made from them
+        # (tools/realhost.py, cached under .cache/realhost; `make bench` builds them)
+        real = realhost.build_all()
         # no configuration file of the bench's own: the targets are defined with the defaults
         # (a file costs every hook a load); /etc/nvbind/config.toml is read if a machine has one
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": os.path.join(tmp, "nvbind.log"),
@@ -113,6 +117,12 @@ def main() -> int:
             ("frozen precreate, GPU 1 of 8 (vs F_py, stretch)", hook(ONEDIR), gpu, F_PY, 3.0),
             ("frozen precreate, all GPUs, all capabilities", hook(ONEDIR), allc, F_FROZEN, None),
             ("frozen precreate, 8 GPUs x 7 MIG, 200 libs", hook(ONEDIR, big), mig_cfg, F_FROZEN, None),
+            ("frozen precreate, GPU 1, Debian's 535 packages", hook(ONEDIR, real["debian"]), gpu,
+             F_FROZEN, 1.5),
+            ("frozen precreate, GPU 1, the .run layout", hook(ONEDIR, real["runfile"]), gpu,
+             F_FROZEN, 1.5),
+            ("frozen precreate, all GPUs and capabilities, Debian's packages",
+             hook(ONEDIR, real["debian"]), allc, F_FROZEN, None),
             ("one-file precreate, GPU 1 (unpacks per call)", hook(ONEFILE), gpu, F_FROZEN, None),
             ("50 concurrent frozen floors", fifty([FLOOR], "/dev/null"), b"", None, None),
             ("50 concurrent frozen precreates, GPU 1", fifty(hook(ONEDIR), gpu_file), b"",
