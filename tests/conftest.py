@@ -110,6 +110,26 @@ def decide_edits(host, env, ann=None, config=None, cfg=None, hook=("/usr/local/b
     return d.edits if d.edits is not None else ContainerEdits(notes=list(d.reasons))
 
 
+def write_cdi_spec(root: str, path: str) -> dict:
+    """`nvbind --root ROOT cdi generate --output PATH`, then the spec mapped onto where this
+    machine sees the simulated host. The spec is for the host ROOT is, so it carries no root
+    prefix (issue 12, checked here); a podman on *this* machine must find the nodes and
+    files under ROOT."""
+    r = run_nvbind(["--root", root, "cdi", "generate", "--output", path])
+    assert r.returncode == 0, r.stderr
+    with open(path) as f:
+        spec = json.load(f)
+    assert root not in json.dumps(spec)
+    for e in [spec["containerEdits"]] + [d["containerEdits"] for d in spec["devices"]]:
+        for m in e.get("mounts", []):
+            m["hostPath"] = root + m["hostPath"]
+        for n in e.get("deviceNodes", []):
+            n["hostPath"] = root + n.get("hostPath", n["path"])
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return spec
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/e2e/" in str(item.fspath):

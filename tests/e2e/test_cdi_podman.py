@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from conftest import run_nvbind
+from conftest import write_cdi_spec
 
 
 @pytest.fixture
@@ -13,20 +13,7 @@ def cdi_spec(podman_env):
     root, _pm = podman_env
     os.makedirs("/etc/cdi", exist_ok=True)
     path = f"/etc/cdi/nvbind-test-{uuid.uuid4().hex[:8]}.json"
-    r = run_nvbind(["--root", root, "cdi", "generate", "--output", path])
-    assert r.returncode == 0, r.stderr
-    # The spec is for the host the root is: no root prefix (issue 12). This machine sees
-    # that simulated host at `root`, so podman here gets the paths as this machine has them.
-    with open(path) as f:
-        spec = json.load(f)
-    assert root not in json.dumps(spec)
-    for e in [spec["containerEdits"]] + [d["containerEdits"] for d in spec["devices"]]:
-        for m in e.get("mounts", []):
-            m["hostPath"] = root + m["hostPath"]
-        for n in e.get("deviceNodes", []):
-            n["hostPath"] = root + n.get("hostPath", n["path"])
-    with open(path, "w") as f:
-        json.dump(spec, f)
+    write_cdi_spec(root, path)
     yield path
     os.unlink(path)
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import pytest
@@ -137,11 +138,23 @@ def host():
     if installed():
         pytest.fail("the nvbind package is already installed here: the purge check needs a "
                     "host without it (apt-get purge nvbind)")
+    # files purge removes by design that a machine may have from nvbind runs without the
+    # package (every hook run logs to /var/log/nvbind.log by default): set aside, restored
+    aside = tempfile.mkdtemp(prefix="nvbind-deb-aside-")
+    kept = []
+    for p in ("/var/log/nvbind.log", "/var/run/cdi/nvidia.json"):
+        if os.path.lexists(p):
+            shutil.move(p, os.path.join(aside, os.path.basename(p)))
+            kept.append(p)
     before = snapshot()
     try:
         yield before
     finally:
         purge()
+        for p in kept:
+            if not os.path.lexists(p):
+                shutil.move(os.path.join(aside, os.path.basename(p)), p)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def assert_no_trace(before: set[str]):
