@@ -164,20 +164,25 @@ def _read(lease_dir: str, name: str) -> dict | None:
         os.close(fd)
 
 
-def _held(lease_dir: str) -> list[tuple[str, dict]]:
-    """(file name, holder) of every lease file; [] when the directory is missing or empty
-    (the hot path for every GPU user: one listdir)."""
+def _records(lease_dir: str, suffix: str) -> list[tuple[str, dict]]:
+    """(file name, record) of every file with `suffix`; [] when the directory is missing or
+    empty (the hot path for every GPU user: one listdir)."""
     try:
         names = os.listdir(lease_dir)
     except OSError:
         return []
     out = []
     for n in names:
-        if n.endswith(SUFFIX) and not n.startswith("."):
+        if n.endswith(suffix) and not n.startswith("."):
             h = _read(lease_dir, n)
             if h is not None:
                 out.append((n, h))
     return out
+
+
+def _held(lease_dir: str) -> list[tuple[str, dict]]:
+    """(file name, holder) of every exclusive lease."""
+    return _records(lease_dir, SUFFIX)
 
 
 def _conflict(key: str, h: dict) -> bool:
@@ -190,17 +195,7 @@ def _conflict(key: str, h: dict) -> bool:
 
 def _users(lease_dir: str) -> list[tuple[str, dict]]:
     """(file name, record) of every registered shared/virtual GPU user."""
-    try:
-        names = os.listdir(lease_dir)
-    except OSError:
-        return []
-    out = []
-    for n in names:
-        if n.endswith(USER_SUFFIX) and not n.startswith("."):
-            h = _read(lease_dir, n)
-            if h is not None:
-                out.append((n, h))
-    return out
+    return _records(lease_dir, USER_SUFFIX)
 
 
 def _uses(key: str, h: dict) -> list[str]:
