@@ -160,16 +160,23 @@ def apt_sources(root: str, uri: str, updates: str, components: str) -> None:
         f.write(f"deb {uri} {SUITE} {components}\ndeb {uri} {updates} {components}\n")
 
 
+def scratch(stage: str) -> str:
+    """A stage's empty work directory (rootfs.tmp), what a broken earlier build left removed;
+    replace_tree moves it into place when the stage is done."""
+    os.makedirs(stage, exist_ok=True)
+    tmp = f"{stage}/rootfs.tmp"
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)
+    return tmp
+
+
 def build_base(cache: str, uri: str) -> str:
     stage = f"{cache}/base"
     key = digest("base", SUITE)
     if fresh(stage, key):
         return f"{stage}/rootfs"
     log(f"debootstrap --variant=minbase {SUITE} (about a minute)")
-    os.makedirs(stage, exist_ok=True)
-    tmp = f"{stage}/rootfs.tmp"
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp)
+    tmp = scratch(stage)
     sh(["debootstrap", "--variant=minbase", SUITE, tmp, uri], stdout=subprocess.DEVNULL)
     for p in glob.glob(f"{tmp}/var/cache/apt/archives/*.deb"):
         os.unlink(p)
@@ -202,10 +209,7 @@ def build_debian(cache: str, base: str, base_key: str, uri: str, updates: str) -
     if fresh(stage, key):
         return f"{stage}/rootfs"
     log("Debian's NVIDIA packages, installed by apt inside a copy of the base (a few minutes)")
-    os.makedirs(stage, exist_ok=True)
-    tmp = f"{stage}/rootfs.tmp"
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp)
+    tmp = scratch(stage)
     sh(["cp", "-a", base, tmp])
     apt_sources(tmp, uri, updates, COMPONENTS)
     with Chroot(tmp) as c:
@@ -262,10 +266,7 @@ def build_runfile(cache: str, debian: str, debian_key: str) -> str:
     if fresh(stage, key):
         return f"{stage}/rootfs"
     log("the .run installer layout from the same files")
-    os.makedirs(stage, exist_ok=True)
-    tmp = f"{stage}/rootfs.tmp"
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp)
+    tmp = scratch(stage)
     os.makedirs(tmp)
     with open(f"{cache}/debian/version") as f:
         version = f.read().strip()
@@ -339,10 +340,7 @@ def build_glvnd(cache: str, base: str, base_key: str, uri: str, updates: str) ->
     if fresh(stage, key):
         return f"{stage}/rootfs"
     log("the container image with glvnd, Vulkan and OpenCL loaders")
-    os.makedirs(stage, exist_ok=True)
-    tmp = f"{stage}/rootfs.tmp"
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp)
+    tmp = scratch(stage)
     sh(["cp", "-a", base, tmp])
     apt_sources(tmp, uri, updates, "main")
     with Chroot(tmp) as c:

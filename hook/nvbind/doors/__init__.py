@@ -43,6 +43,16 @@ def host(settings):
     return load
 
 
+def state_and_bundle(settings):
+    """(OCI state, config.json, rootfs) of the OCI-stage doors: the state from stdin, its
+    id in the log line, the bundle it names."""
+    from nvbind import oci
+    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
+    settings.result["id"] = state["id"]
+    cfg, rootfs = oci.load_bundle(state["bundle"])
+    return state, cfg, rootfs
+
+
 def warn(settings, note: str) -> None:
     settings.result.setdefault("warnings", []).append(note)
     if not settings.result.get("quiet"):

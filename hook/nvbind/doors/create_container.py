@@ -1,15 +1,11 @@
 """createContainer: soname links and the ld cache inside the container (the hook entry
 that precreate, the shim and CDI add), with the host's own ldconfig."""
 
-import sys
-
 from nvbind.errors import InputError, NvbindError
 from nvbind.settings import next_value
 
 
 def run(settings, rest: list[str]) -> int:
-    from nvbind import oci
-    from nvbind.apply import ldcache
     folders, links, driver, uses = [], [], None, []
     it = iter(rest)
     for a in it:
@@ -26,9 +22,8 @@ def run(settings, rest: list[str]) -> int:
             links.append((target, link))
         else:
             raise InputError(f"hook createContainer: unknown argument {a!r}")
-    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
-    settings.result["id"] = state["id"]
-    _cfg, rootfs = oci.load_bundle(state["bundle"])
+    from nvbind.doors import state_and_bundle
+    state, _cfg, rootfs = state_and_bundle(settings)
     if uses:
         from nvbind.doors import register_user
         register_user(settings, uses, state, _cfg.get("hostname"))

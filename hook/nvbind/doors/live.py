@@ -8,7 +8,7 @@ from nvbind.errors import InputError, NvbindError
 
 def run(settings, rest: list[str]) -> int:
     from nvbind import decide, oci
-    from nvbind.doors import check_leases, host, record, register_user, take_leases
+    from nvbind.doors import check_leases, host, record, register_user, state_and_bundle, take_leases
     from nvbind.settings import next_value
     leases = []
     it = iter(rest)
@@ -17,9 +17,7 @@ def run(settings, rest: list[str]) -> int:
             leases.append(next_value(it, a))
         else:
             raise InputError(f"this hook stage takes only --lease KEY, got {a!r}")
-    state = oci.parse_state(oci.read_stdin(sys.stdin.buffer))
-    settings.result["id"] = state["id"]
-    cfg, rootfs = oci.load_bundle(state["bundle"])
+    state, cfg, rootfs = state_and_bundle(settings)
     if leases:
         # the entry precreate, the shim or CDI added: the decision was made there
         take_leases(settings, leases, state, cfg.get("hostname"))
