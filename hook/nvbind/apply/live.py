@@ -107,8 +107,8 @@ def _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version) -> list[str]:
 
 def _step(name):
     if os.environ.get(KILL_AT) == name:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
+        from nvbind.sysio.child import SIGKILL
+        os.kill(os.getpid(), SIGKILL)
 
 
 def _inside(rootfs, ed, prepared, ldfd, driver_version=None) -> list[str]:

@@ -11,6 +11,7 @@ Two uses:
 import errno
 import os
 import stat
+import sys
 
 MAX_LINKS = 40
 
@@ -63,8 +64,6 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 
-_libc = None
-_how = None
 _has_openat2 = None
 
 
@@ -83,17 +82,13 @@ def openat2_available() -> bool:
 
 
 def _openat2(dirfd: int, path: str, flags: int) -> int:
-    global _libc, _how
-    import ctypes  # lazily: only the container-side writes need it
-    if _libc is None:
-        class OpenHow(ctypes.Structure):
-            _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                        ("resolve", ctypes.c_uint64)]
-        _libc, _how = ctypes.CDLL(None, use_errno=True), OpenHow
-    how = _how(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(SYS_openat2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    from nvbind.sysio import syscalls   # lazily: only the container-side writes need it
+    # struct open_how {u64 flags, mode, resolve}: read-only input to the kernel
+    how = b"".join(v.to_bytes(8, sys.byteorder) for v in
+                   (flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS))
+    fd = syscalls.libc().syscall(SYS_openat2, dirfd, os.fsencode(path), how, len(how))
     if fd < 0:
-        err = ctypes.get_errno()
+        err = syscalls.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
 

@@ -1,7 +1,17 @@
-"""The few raw system calls nvbind needs (unshare, mount), through ctypes, in one place."""
+"""The few raw system calls nvbind needs (unshare, mount, setns, prctl, openat2, the new
+mount API, bpf), in one place.
 
-import ctypes
+Foreign calls go through `_ctypes`, the C core of the standard `ctypes` package, with the
+three scalar types they need declared here: importing `ctypes` itself (struct, _endian and
+every c_* type) cost each createContainer and createRuntime hook ~3 ms. Every integer
+argument is passed as a C long (`_arg`), so no 64-bit parameter ever reads a 32-bit value's
+undefined upper half. Only the BPF device filter (apply/bpf.py) still needs full ctypes,
+for its string buffers.
+"""
+
+import _ctypes
 import os
+import sys
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
@@ -10,6 +20,45 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+RTLD_NOW = 2
+
+
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class _Int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _Fn(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _LongFn(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Long
+
+
+class _Libc:
+    """libc's functions by name (the process's own libc: dlopen(NULL)); int results,
+    `syscall` a long one."""
+
+    def __init__(self):
+        self._handle = _ctypes.dlopen(None, RTLD_NOW)
+        self._fns = {}
+
+    def __getattr__(self, name):
+        fn = self._fns.get(name)
+        if fn is None:
+            fn = self._fns[name] = (_LongFn if name == "syscall" else _Fn)((name, self))
+        return lambda *args: fn(*[_arg(a) for a in args])
+
+
+def _arg(a):
+    return _Long(a) if isinstance(a, int) else a
+
 
 _libc = None
 
@@ -17,13 +66,17 @@ _libc = None
 def libc():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc = _Libc()
     return _libc
+
+
+def get_errno() -> int:
+    return _ctypes.get_errno()
 
 
 def _check(ret, what):
     if ret != 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
@@ -33,8 +86,7 @@ def unshare(flags: int) -> None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None):
     enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    _check(libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
 def private_mount_namespace() -> None:
@@ -58,10 +110,9 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1,
 
 
 def _sys(name, *args):
-    import ctypes
     ret = libc().syscall(NR[name], *args)
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")
     return ret
 
@@ -79,9 +130,8 @@ def move_mount(from_fd: int, to_fd: int) -> None:
 
 
 def mount_setattr(fd: int, attr_set: int, propagation: int = 0) -> None:
-    import ctypes
-    import struct
-    buf = ctypes.create_string_buffer(struct.pack("<QQQQ", attr_set, 0, propagation, 0))
+    # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}: read-only input
+    buf = b"".join(v.to_bytes(8, sys.byteorder) for v in (attr_set, 0, propagation, 0))
     _sys("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, 32)
 
 
