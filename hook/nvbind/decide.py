@@ -122,8 +122,8 @@ def decide(settings, cfg: dict, host=None, hook=None) -> Decision:
 
 def decide_cdi(settings, inv, capabilities: tuple[str, ...], hook=None):
     """The grants a CDI spec describes: the host's devices one by one, under the admin's
-    default profile and capability ceiling. Returns (grant for 'all', function selector ->
-    ContainerEdits). Leases cannot be taken through a CDI spec: an exclusive default
+    default profile and capability ceiling. Returns a function (selector, devices_only=False) ->
+    ContainerEdits. Leases cannot be taken through a CDI spec: an exclusive default
     profile is refused rather than silently not enforced."""
     from nvbind.core import edits, profiles
     conf = settings.config
@@ -140,7 +140,7 @@ def decide_cdi(settings, inv, capabilities: tuple[str, ...], hook=None):
                      reasons=(f"CDI device under default_profile {prof.name!r}",))
 
     hook = hook() if callable(hook) else hook
-    return lambda devices: edits.compute(inv, grant(devices), hook)
+    return lambda devices, devices_only=False: edits.compute(inv, grant(devices), hook, devices_only)
 
 
 def _ceiling(conf: dict, caps, where: str) -> None:

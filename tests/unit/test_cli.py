@@ -175,3 +175,56 @@ def test_log_level_error_keeps_failures_only(sim_root, tmp_path):
     assert run_nvbind(["--root", sim_root, "--config", str(conf), "hook", "precreate"], bad, env=env).returncode == 2
     (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["outcome"] == "error"
+
+
+# ---- `cdi generate` without argparse: the same namespace as argparse, or argparse decides
+def _both(rest):
+    from nvbind import admin
+    from nvbind.admin.args import parser
+    fast = admin._cdi_generate(rest)
+    try:
+        slow = vars(parser("cdi").parse_args(["cdi", *rest]))
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - argparse refuses or helps
+        slow = type(e).__name__
+    return fast, slow
+
+
+@pytest.mark.parametrize("rest", [
+    ["generate"],
+    ["generate", "--output", "/etc/cdi/nvidia.yaml"],
+    ["generate", "--output=/run/cdi/nvidia.json", "--format", "json"],
+    ["generate", "--format=yaml", "--capabilities", "all", "--watch", "30"],
+    ["generate", "--watch=0.5", "--output", "a", "--output", "b"],     # the last one wins
+    ["generate", "--capabilities="],
+])
+def test_cdi_generate_fast_path_is_argparse(rest):
+    fast, slow = _both(rest)
+    assert fast is not None, rest
+    assert vars(fast) == slow
+
+
+@pytest.mark.parametrize("rest", [
+    ["generate", "--help"], ["generate", "-h"], ["generate", "--out", "x"],   # abbreviation
+    ["generate", "--format", "xml"], ["generate", "--watch", "soon"], ["generate", "--output"],
+    ["generate", "--output", "--format"], ["generate", "extra"], ["list"], ["validate", "f"],
+    ["generate", "--bogus=1"],
+])
+def test_cdi_generate_anything_else_goes_to_argparse(rest):
+    from nvbind import admin
+    assert admin._cdi_generate(rest) is None
+
+
+def test_cdi_generate_fast_path_fuzzed_against_argparse():
+    from hypothesis import given, settings, strategies as st
+    words = st.sampled_from(["generate", "--output", "--format", "--capabilities", "--watch",
+                             "json", "yaml", "xml", "1.5", "-2", "x", "", "--output=", "--watch=3",
+                             "--format=yaml", "--out", "-h"])
+
+    @settings(max_examples=2000, deadline=None, derandomize=True, database=None)
+    @given(st.lists(words, max_size=7))
+    def check(tail):
+        rest = ["generate", *tail]
+        fast, slow = _both(rest)
+        if fast is not None:
+            assert vars(fast) == slow, rest
+    check()

@@ -65,7 +65,7 @@ def generate(settings, inv: Inventory, capabilities: tuple[str, ...], hook_cmd) 
     devices = []
 
     def add(name, selector):
-        ed = edits_for((selector,))
+        ed = edits_for((selector,), devices_only=True)
         nodes = [_with_host_path(_node(d), inv) for d in ed.devices if d.path not in common_nodes]
         devices.append({"name": name, "containerEdits": {"deviceNodes": nodes}})
 
@@ -79,7 +79,7 @@ def generate(settings, inv: Inventory, capabilities: tuple[str, ...], hook_cmd) 
             if m.uuid:
                 add(m.uuid, m.uuid)
     if devices:
-        ed = edits_for("all")
+        ed = edits_for("all", devices_only=True)
         devices.append({"name": "all", "containerEdits": {"deviceNodes": [
             _with_host_path(_node(d), inv) for d in ed.devices if d.path not in common_nodes]}})
     spec = {"cdiVersion": "", "kind": KIND, "devices": devices, "containerEdits": top}

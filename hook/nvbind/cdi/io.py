@@ -1,7 +1,5 @@
 """Reading and writing CDI specs: JSON, and YAML through PyYAML (safe_load / safe_dump)."""
 
-import json
-
 from nvbind.errors import InputError
 
 
@@ -17,6 +15,7 @@ def load(path: str) -> dict:
             return yaml.safe_load(data)
         except yaml.YAMLError as e:
             raise InputError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+    import json
     try:
         return json.loads(data)
     except ValueError as e:
@@ -24,7 +23,10 @@ def load(path: str) -> dict:
 
 
 def dumps(spec: dict, fmt: str) -> str:
+    """YAML (block style), or compact JSON: the C encoder alone (json.dumps with an indent
+    runs the pure-Python one, and importing json brings re: ~5 ms of a `cdi generate`)."""
     if fmt == "yaml":
         import yaml
         return yaml.safe_dump(spec, sort_keys=False, default_flow_style=False)
-    return json.dumps(spec, indent=2) + "\n"
+    from nvbind import fastjson
+    return fastjson.dumps(spec) + "\n"

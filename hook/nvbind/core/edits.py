@@ -169,9 +169,11 @@ def _isolation(inv, grant, ed, selected) -> dict:
 
 
 def compute(inv: Inventory, grant: Grant,
-            hook_cmd: tuple[str, ...] | None = None) -> ContainerEdits:
+            hook_cmd: tuple[str, ...] | None = None, devices_only: bool = False) -> ContainerEdits:
     """The edits for one granted container. `hook_cmd` is (path, argv0, global args...) of
-    nvbind, for the hooks the edits need (None: none)."""
+    nvbind, for the hooks the edits need (None: none). `devices_only`: stop once the device
+    nodes and their cgroup rules are known (a CDI spec's per-device entries: the same
+    decision, without building every mount again for each device)."""
     ed = ContainerEdits()
     req, profile = grant, grant.profile
     if inv.driver_version is None:
@@ -235,6 +237,8 @@ def compute(inv: Inventory, grant: Grant,
         n, why = nodes[path]
         ed.devices.append(DeviceEdit(path, n.major, n.minor, n.mode, why))
         ed.cgroup.append(CgroupRule(n.major, n.minor, "rw", f"allow {path}"))
+    if devices_only:
+        return ed
 
     folders = set()
     for f in inv.files_for(caps):
