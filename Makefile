@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := runc crun podman uidmap busybox-static gcc libc6-dev python3-venv binutils strace time \
-  debootstrap docker.io containerd buildah
+  debootstrap docker.io containerd buildah musl-tools
 # make deb: patchelf (drop build-machine RUNPATHs), lintian; its test: systemd-analyze, man
 DEB_PKGS := dpkg-dev patchelf lintian systemd man-db
 SIM ?= .sim

@@ -274,12 +274,15 @@ def build(tree: str, version: str, out: str, work: str, k8s: str) -> str:
                 with open(p, "rb") as f:
                     sums.append(f"{hashlib.md5(f.read()).hexdigest()}  {rel}\n")
     glibc = "%d.%d" % facts["glibc"]
+    # the front end is linked statically against musl: the source it was built from
+    musl = run(["dpkg-query", "-W", "-f=${Version}", "musl-dev"]).stdout.strip()
     control = f"""Package: {PKG}
 Version: {version}
 Architecture: amd64
 Maintainer: {MAINTAINER}
 Installed-Size: {size}
 Depends: libc6 (>= {glibc}), init-system-helpers (>= 1.54~)
+Built-Using: musl (= {musl})
 Suggests: podman | cri-o | containerd | docker.io
 Section: admin
 Priority: optional
