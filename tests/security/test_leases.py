@@ -292,3 +292,23 @@ def test_registration_that_cannot_be_written_warns(tmp_path, sleeper):
     assert note and "an exclusive container could be given this GPU" in note
     with pytest.raises(NvbindError, match="held exclusively by container x"):
         leases.register(str(d), ["GPU-2"], leases.holder("s", str(tmp_path), os.getpid()))
+
+
+def test_register_reads_exclusive_leases_only_until_user_records_gather(tmp_path):
+    """A GPU container's createContainer registers without reading every other user's
+    record (its cost must not grow with the containers already running): a stale record
+    stays until an exclusive taker comes, or until more than SWEEP_USERS_AT gather."""
+    d = str(tmp_path / "l")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leases.register(d, ["GPU-1"], leases.holder("gone", str(tmp_path), dead.pid))
+    leases.register(d, ["GPU-2"], leases.holder("me", str(tmp_path), os.getpid()))
+    users = lambda: sorted(n.split("-")[0] for n in os.listdir(d) if n.endswith(".use"))  # noqa: E731
+    assert users() == ["gone", "me"]
+    for i in range(leases.SWEEP_USERS_AT):
+        leases.register(d, ["GPU-3"], leases.holder(f"old{i}", str(tmp_path), dead.pid))
+    # the last of those found SWEEP_USERS_AT + 1 records: swept the stale ones, then wrote its own
+    assert users() == ["me", f"old{leases.SWEEP_USERS_AT - 1}"]
+    leases.register(d, ["GPU-1"], leases.holder("gone", str(tmp_path), dead.pid))
+    leases.acquire(d, ["GPU-7"], leases.holder("x", str(tmp_path), os.getpid()))
+    assert users() == ["me"]

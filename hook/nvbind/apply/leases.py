@@ -26,7 +26,9 @@ directory, nothing more when it holds no lease), and registers itself with `regi
 the createContainer entry it gets anyway (state: id, bundle, pid), so that an exclusive
 container arriving later is refused while a shared user of its GPU runs. A user record
 needs no poststop: it goes stale with its process, and stale records are swept under the
-lock by the next register or acquire.
+lock by the next acquire (and by a register once more than SWEEP_USERS_AT have gathered:
+a register reads the exclusive leases only, so that a GPU container's start does not grow
+with the number of containers already running).
 """
 
 import fcntl
@@ -223,35 +225,48 @@ def _user_name(me: dict) -> str:
     return f"{safe}-{zlib.crc32(ident):08x}{zlib.adler32(ident):08x}{USER_SUFFIX}"
 
 
-def _sweep(lease_dir: str) -> None:
-    """Under the lock: drop user records whose process is gone, and temp files left by a
-    writer killed mid-write (.NAME.nvbind-PID; a later writer with that pid could never
-    write otherwise)."""
-    for n in os.listdir(lease_dir):
+SWEEP_USERS_AT = 64
+
+
+def _sweep(lease_dir: str, names: list[str] | None = None, users: bool = True) -> None:
+    """Under the lock: drop temp files left by a writer killed mid-write (.NAME.nvbind-PID;
+    a later writer with that pid could never write otherwise) and, with `users`, user
+    records whose process is gone. `names`: the directory's listing, when the caller has it."""
+    for n in os.listdir(lease_dir) if names is None else names:
         if n.startswith(".") and ".nvbind-" in n and (SUFFIX in n or USER_SUFFIX in n):
             try:
                 os.unlink(os.path.join(lease_dir, n))
             except OSError:
                 pass
-    for n, h in _users(lease_dir):
-        if not live(h):
-            try:
-                os.unlink(os.path.join(lease_dir, n))
-            except OSError:
-                pass
+    if users:
+        for n, h in _users(lease_dir):
+            if not live(h):
+                try:
+                    os.unlink(os.path.join(lease_dir, n))
+                except OSError:
+                    pass
 
 
 def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
     """A shared or virtual container (its createContainer entry) records that it uses
     `keys`; refused when a live exclusive lease conflicts (one taken since its decision).
-    Returns a warning when the record could not be written (the container still runs)."""
+    Returns a warning when the record could not be written (the container still runs).
+
+    Every GPU container's start comes here, so it reads the exclusive leases only (usually
+    none), not every other user's record: stale user records are swept by `acquire`, the
+    only reader of user records, and here once more than SWEEP_USERS_AT have gathered (a
+    node whose containers end without poststop and never meets an exclusive one)."""
     from nvbind.sysio import atomic
     for k in keys:
         parse_key(k)
     with _Locked(lease_dir):
-        _sweep(lease_dir)
-        for _, h in _held(lease_dir):
-            if same(h, me):
+        names = os.listdir(lease_dir)
+        _sweep(lease_dir, names, users=sum(n.endswith(USER_SUFFIX) for n in names) > SWEEP_USERS_AT)
+        for n in names:
+            if not n.endswith(SUFFIX) or n.startswith("."):
+                continue
+            h = _read(lease_dir, n)
+            if not h or same(h, me):
                 continue
             for key in keys:
                 if _conflict(key, h) and live(h):
