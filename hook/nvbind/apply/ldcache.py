@@ -41,12 +41,10 @@ def sealed_copy(path: str) -> int:
 
 def make_links(root, links: list[tuple[str, str]]) -> list[str]:
     """links: [(target, link path in the container)]; root: a sysio.root.Root."""
-    done = []
-    for target, link in links:
+    for target, _link in links:
         if "/" in target:
             raise NvbindError(f"refusing link target '{target}': must be a file name")
-        done.append(root.symlink(link, target))
-    return done
+    return root.symlinks([(link, target) for target, link in links])
 
 
 def _child_setup(root) -> None:

@@ -150,12 +150,18 @@ def open_dir(rootfd: int, path: str, create: bool = False) -> int:
         raise
 
 
-def symlink(rootfd: int, link: str, target: str) -> str:
-    """Create symlink `link` -> `target` inside the root; say what was done."""
+def symlink(rootfd: int, link: str, target: str, dirs: dict | None = None) -> str:
+    """Create symlink `link` -> `target` inside the root; say what was done. `dirs`: parent
+    directory fds already open (path -> fd), reused and added to; the caller closes them."""
     parent, name = os.path.split(link.rstrip("/"))
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, "bad link name", link)
-    dfd = open_dir(rootfd, parent or "/", create=True)
+    parent = parent or "/"
+    dfd = dirs.get(parent) if dirs is not None else None
+    if dfd is None:
+        dfd = open_dir(rootfd, parent, create=True)
+        if dirs is not None:
+            dirs[parent] = dfd
     try:
         try:
             current = os.readlink(name, dir_fd=dfd)
@@ -172,7 +178,8 @@ def symlink(rootfd: int, link: str, target: str) -> str:
         os.symlink(target, name, dir_fd=dfd)
         return f"created {link} -> {target}"
     finally:
-        os.close(dfd)
+        if dirs is None:
+            os.close(dfd)
 
 
 # ---- a container rootfs as an object (libpathrs's Root is the model) -------------------
@@ -223,6 +230,16 @@ class Root:
 
     def symlink(self, link: str, target: str) -> str:
         return symlink(self.fd, link, target)
+
+    def symlinks(self, pairs) -> list[str]:
+        """symlink() for each (link, target), each parent directory opened once (the
+        driver's links share one or two directories)."""
+        dirs: dict = {}
+        try:
+            return [symlink(self.fd, link, target, dirs) for link, target in pairs]
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
 
     def listdir(self, path: str) -> list[str]:
         dfd = open_dir(self.fd, path)
