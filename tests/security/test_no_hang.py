@@ -209,3 +209,40 @@ def test_child_dies_with_its_hook(tmp_path):
     assert time.monotonic() - t0 < 3 and out == b""
     p.wait()
     assert settle(str(rootfs)) == []
+
+
+def _forked(after_close):
+    """A child that closes its end of the report pipe, then runs `after_close` and exits."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(w, b"report")
+            os.close(w)
+            after_close()
+        finally:
+            os._exit(7)
+    os.close(w)
+    return pid, r
+
+
+def test_wait_reaps_a_child_as_it_exits_after_eof():
+    """The report ends (EOF) before the child can be reaped: its exit status comes back,
+    whatever the gap (the pidfd says when it has exited)."""
+    pid, r = _forked(lambda: time.sleep(0.2))
+    t0 = time.monotonic()
+    status, out = bounded.wait(pid, r, 10)
+    assert out == b"report" and os.waitstatus_to_exitcode(status) == 7
+    assert 0.2 <= time.monotonic() - t0 < 5
+
+
+def test_wait_kills_a_child_lingering_after_eof_at_the_deadline():
+    """A child that closed its pipe but does not exit is killed at the deadline, reaped,
+    and reported as timed out (None)."""
+    pid, r = _forked(lambda: time.sleep(60))
+    t0 = time.monotonic()
+    status, out = bounded.wait(pid, r, 0.5)
+    assert status is None and out == b"report"
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)                 # reaped already, nothing left
