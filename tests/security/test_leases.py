@@ -312,3 +312,21 @@ def test_register_reads_exclusive_leases_only_until_user_records_gather(tmp_path
     leases.register(d, ["GPU-1"], leases.holder("gone", str(tmp_path), dead.pid))
     leases.acquire(d, ["GPU-7"], leases.holder("x", str(tmp_path), os.getpid()))
     assert users() == ["me"]
+
+
+def test_shared_users_check_without_the_lease_module_sees_every_lease(tmp_path, sleeper):
+    """doors.check_leases lists the directory itself for a shared user (the lease module
+    stays unloaded when no lease file is there): a live lease still refuses it, and its
+    file name test is the module's own."""
+    from types import SimpleNamespace
+    from nvbind.doors import check_leases
+    d = str(tmp_path / "l")
+    settings = SimpleNamespace(config={"lease_dir": d})
+    ed = SimpleNamespace(keys=["GPU-1"], isolation="shared")
+    check_leases(settings, ed)                                       # no directory: fine
+    leases.register(d, ["GPU-2"], leases.holder("u", str(tmp_path), sleeper.pid))
+    check_leases(settings, ed)                                       # users only: fine
+    leases.acquire(d, ["GPU-1:1.0"], leases.holder("x", str(tmp_path), sleeper.pid))
+    assert any(n.endswith(leases.SUFFIX) for n in os.listdir(d)) and leases.SUFFIX == ".lease"
+    with pytest.raises(NvbindError, match=r"held exclusively by container x .* through GPU-1:1.0"):
+        check_leases(settings, ed)
