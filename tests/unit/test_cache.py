@@ -123,3 +123,35 @@ def test_importtime_of_a_gpu_request(sim_root, tmp_path):
     mods = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
     assert not mods & {"pynvml", "jsonschema", "dataclasses", "json", "re", "inspect", "tomllib"}, \
         sorted(mods & {"pynvml", "jsonschema", "dataclasses", "json", "re", "inspect", "tomllib"})
+
+
+def test_importtime_of_the_create_container_entry(sim_root, tmp_path):
+    """The createContainer entry every GPU container gets (links, the ld cache through the
+    host's ldconfig, the user record) loads neither ctypes (its system calls go through
+    _ctypes), signal (an IntEnum wrapper) nor the other heavy modules."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: ldconfig runs in a private mount namespace")
+    pre = run_nvbind(["--root", sim_root, "hook", "precreate"],
+                     json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"])),
+                     env={"PATH": "/usr/bin:/bin", "NVBIND_LOG": "off", "NVBIND_CACHE_DIR": str(tmp_path)})
+    assert pre.returncode == 0, pre.stderr
+    entry = json.loads(pre.stdout)["hooks"]["createContainer"][0]
+    args = entry["args"][entry["args"].index("hook"):]
+    bundle = tmp_path / "b"
+    (bundle / "rootfs" / "etc").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(base_config()))
+    state = json.dumps({"ociVersion": "1.2.0", "id": "imp", "pid": os.getpid(), "bundle": str(bundle)})
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'lease_dir = "{tmp_path}/leases"\n')
+    exe = os.path.join(os.path.dirname(sys.executable), "nvbind")
+    for _ in range(2):      # the second: the configuration's checked copy is cached
+        r = subprocess.run([sys.executable, "-X", "importtime", exe, "--config", str(cfg),
+                            "--root", sim_root, *args], input=state.encode(), capture_output=True,
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": "off"})
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert os.path.exists(bundle / "rootfs/etc/ld.so.cache")         # the work was done
+    mods = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
+    assert "nvbind.apply.ldcache" in mods and "_ctypes" in mods
+    heavy = {"ctypes", "signal", "subprocess", "json", "re", "dataclasses", "inspect", "pynvml",
+             "jsonschema", "tomllib", "argparse"}
+    assert not mods & heavy, sorted(mods & heavy)
