@@ -40,6 +40,24 @@ def write_hooks_dir(hooks_dir: str, exe: str, root: str, log: str) -> str:
     return path
 
 
+def import_tar(podman: list[str], rootfs: str, image: str, timeout=300,
+               cwd: str | None = None) -> subprocess.CompletedProcess:
+    """`tar -C rootfs -c . | podman import - image`. podman alone holds the pipe's read end,
+    so that tar gets EPIPE if podman stops early instead of blocking on a pipe nobody
+    reads (which once hung a CI run); tar is bounded too."""
+    tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+    try:
+        return subprocess.run(podman + ["import", "-q", "-", image], stdin=tar.stdout,
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    finally:
+        tar.stdout.close()
+        try:
+            tar.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            tar.kill()
+            tar.wait()
+
+
 class Podman:
     """podman with the flags this VM needs, and storage in a directory of our own."""
 
@@ -60,10 +78,9 @@ class Podman:
         return subprocess.run(self.base() + ["image", "exists", image]).returncode == 0
 
     def import_rootfs(self, rootfs: str, image=IMAGE) -> None:
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(self.base() + ["import", "-q", "-", image], stdin=tar.stdout,
-                       check=True, stdout=subprocess.DEVNULL)
-        tar.wait()
+        r = import_tar(self.base(), rootfs, image)
+        if r.returncode:
+            raise RuntimeError(f"podman import failed ({r.returncode}): {r.stderr}")
 
     def run(self, args: list[str], env: dict[str, str] | None = None,
             image=IMAGE, extra: list[str] | None = None, timeout=120):

@@ -104,16 +104,16 @@ class RootlessPodman:
         return cmd + (["--hooks-dir", hooks_dir] if hooks_dir else [])
 
     def podman(self, args: list[str], hooks_dir=None, timeout=120, **kw):
+        # in the user's home: rootless podman enters the working directory it inherits, and
+        # root's may be closed to the user (a CI checkout in a 0700 `mktemp -d`)
         return subprocess.run(self.base(hooks_dir) + args, capture_output=True, text=True,
-                              timeout=timeout, **kw)
+                              timeout=timeout, cwd=kw.pop("cwd", self.user.home), **kw)
 
     def import_rootfs(self, rootfs: str, image: str) -> None:
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        r = subprocess.run(self.base() + ["import", "-q", "-", image], stdin=tar.stdout,
-                           capture_output=True, text=True, timeout=300)
-        tar.wait()
+        import engines
+        r = engines.import_tar(self.base(), rootfs, image, cwd=self.user.home)
         if r.returncode:
-            raise RuntimeError(f"rootless podman import failed: {r.stderr}")
+            raise RuntimeError(f"rootless podman import failed ({r.returncode}): {r.stderr}")
 
     def run(self, args: list[str], image: str, env: dict | None = None, hooks_dir=None,
             extra: list[str] = (), detach=False, timeout=120):
