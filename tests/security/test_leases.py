@@ -315,9 +315,8 @@ def test_register_reads_exclusive_leases_only_until_user_records_gather(tmp_path
 
 
 def test_shared_users_check_without_the_lease_module_sees_every_lease(tmp_path, sleeper):
-    """doors.check_leases lists the directory itself for a shared user (the lease module
-    stays unloaded when no lease file is there): a live lease still refuses it, and its
-    file name test is the module's own."""
+    """doors.check_leases for a shared user (no lock, no fcntl: one listing): a live lease
+    still refuses it, whatever other users' records are there."""
     from types import SimpleNamespace
     from nvbind.doors import check_leases
     d = str(tmp_path / "l")

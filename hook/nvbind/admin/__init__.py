@@ -20,7 +20,8 @@ VERBS = ("plan", "info", "cdi", "install", "uninstall", "config", "doctor", "met
 
 
 
-_CDI_GENERATE = {"--output": None, "--format": None, "--capabilities": "utility,compute",
+CDI_CAPABILITIES = "utility,compute"     # cdi generate's default (args.py uses it too)
+_CDI_GENERATE = {"--output": None, "--format": None, "--capabilities": CDI_CAPABILITIES,
                  "--watch": None}
 
 

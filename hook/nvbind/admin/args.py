@@ -69,7 +69,8 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     p = cdi.add_parser("generate", help="write the spec for this host")
     p.add_argument("--output", metavar="FILE")
     p.add_argument("--format", choices=("json", "yaml"))
-    p.add_argument("--capabilities", default="utility,compute", metavar="LIST")
+    from nvbind.admin import CDI_CAPABILITIES
+    p.add_argument("--capabilities", default=CDI_CAPABILITIES, metavar="LIST")
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="keep --output current, looking again every SECONDS")
     p = cdi.add_parser("list", help="CDI devices in the spec directories")

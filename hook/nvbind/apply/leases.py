@@ -31,7 +31,6 @@ a register reads the exclusive leases only, so that a GPU container's start does
 with the number of containers already running).
 """
 
-import fcntl
 import os
 
 from nvbind import fastjson
@@ -137,10 +136,12 @@ class _Locked:
                               | os.O_NONBLOCK, 0o600)
         except OSError as e:
             raise NvbindError(f"lease directory {self.dir}: {e.strerror}") from None
+        import fcntl     # here: a shared user's check, on every GPU container, takes no lock
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
+        import fcntl
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 
@@ -166,13 +167,15 @@ def _read(lease_dir: str, name: str) -> dict | None:
         os.close(fd)
 
 
-def _records(lease_dir: str, suffix: str) -> list[tuple[str, dict]]:
+def _records(lease_dir: str, suffix: str, names: list[str] | None = None) -> list[tuple[str, dict]]:
     """(file name, record) of every file with `suffix`; [] when the directory is missing or
-    empty (the hot path for every GPU user: one listdir)."""
-    try:
-        names = os.listdir(lease_dir)
-    except OSError:
-        return []
+    empty (the hot path for every GPU user: one listdir). `names`: the listing, when the
+    caller has it."""
+    if names is None:
+        try:
+            names = os.listdir(lease_dir)
+        except OSError:
+            return []
     out = []
     for n in names:
         if n.endswith(suffix) and not n.startswith("."):
@@ -182,9 +185,9 @@ def _records(lease_dir: str, suffix: str) -> list[tuple[str, dict]]:
     return out
 
 
-def _held(lease_dir: str) -> list[tuple[str, dict]]:
+def _held(lease_dir: str, names: list[str] | None = None) -> list[tuple[str, dict]]:
     """(file name, holder) of every exclusive lease."""
-    return _records(lease_dir, SUFFIX)
+    return _records(lease_dir, SUFFIX, names)
 
 
 def _conflict(key: str, h: dict) -> bool:
@@ -262,11 +265,8 @@ def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
     with _Locked(lease_dir):
         names = os.listdir(lease_dir)
         _sweep(lease_dir, names, users=sum(n.endswith(USER_SUFFIX) for n in names) > SWEEP_USERS_AT)
-        for n in names:
-            if not n.endswith(SUFFIX) or n.startswith("."):
-                continue
-            h = _read(lease_dir, n)
-            if not h or same(h, me):
+        for _, h in _held(lease_dir, names):
+            if same(h, me):
                 continue
             for key in keys:
                 if _conflict(key, h) and live(h):

@@ -95,19 +95,8 @@ def check_leases(settings, ed) -> None:
     exclusive one also a GPU a running shared/virtual container uses."""
     if ed is None or not ed.keys or not settings.config["lease_dir"]:
         return      # no lease directory (rootless without a runtime dir): none can be held
-    exclusive = ed.isolation == "exclusive"
-    if not exclusive:
-        # the usual case, on every GPU container's precreate or shim create: a shared user
-        # is refused only by a lease file, so when the listing holds none the module (and
-        # fcntl with it) need not even be loaded
-        try:
-            names = os.listdir(settings.config["lease_dir"])
-        except OSError:
-            names = []
-        if not any(n.endswith(".lease") and not n.startswith(".") for n in names):  # leases.SUFFIX
-            return
     from nvbind.apply import leases
-    leases.check(settings.config["lease_dir"], ed.keys, exclusive=exclusive)
+    leases.check(settings.config["lease_dir"], ed.keys, exclusive=ed.isolation == "exclusive")
 
 
 def register_user(settings, keys: list[str], state: dict, hostname=None) -> None:

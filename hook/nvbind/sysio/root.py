@@ -11,7 +11,6 @@ Two uses:
 import errno
 import os
 import stat
-import sys
 
 MAX_LINKS = 40
 
@@ -59,7 +58,6 @@ def host(root: str, path: str) -> str:
 
 
 # ---- confined writes --------------------------------------------------------
-SYS_openat2 = 437  # x86_64 and aarch64 share the generic number
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
@@ -83,14 +81,7 @@ def openat2_available() -> bool:
 
 def _openat2(dirfd: int, path: str, flags: int) -> int:
     from nvbind.sysio import syscalls   # lazily: only the container-side writes need it
-    # struct open_how {u64 flags, mode, resolve}: read-only input to the kernel
-    how = b"".join(v.to_bytes(8, sys.byteorder) for v in
-                   (flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS))
-    fd = syscalls.libc().syscall(SYS_openat2, dirfd, os.fsencode(path), how, len(how))
-    if fd < 0:
-        err = syscalls.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return fd
+    return syscalls.openat2(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -109,31 +100,23 @@ def open_dir(rootfd: int, path: str, create: bool = False) -> int:
         except FileNotFoundError:
             if not create:
                 raise
-        fd = os.dup(rootfd)
-        try:
-            for i, name in enumerate(comps):
-                sub = "/".join(comps[: i + 1])
-                try:
-                    nfd = _openat2(rootfd, sub, DIR_FLAGS)
-                except FileNotFoundError:
-                    try:
-                        os.mkdir(name, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    nfd = _openat2(rootfd, sub, DIR_FLAGS)
-                os.close(fd)
-                fd = nfd
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
+        # create what is missing, each component resolved from the root again
+        return _walk(rootfd, comps, True,
+                     lambda fd, i: _openat2(rootfd, "/".join(comps[: i + 1]), DIR_FLAGS))
+    if ".." in comps:
+        raise OSError(errno.EPERM, "'..' is not allowed in a confined path", path)
+    return _walk(rootfd, comps, create,
+                 lambda fd, i: os.open(comps[i], DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd))
+
+
+def _walk(rootfd: int, comps: list[str], create: bool, open_step) -> int:
+    """Open `comps` one by one from the root (open_step(parent fd, index) -> fd), making a
+    missing one (0755) when `create` is set."""
     fd = os.dup(rootfd)
     try:
-        for name in comps:
-            if name == "..":
-                raise OSError(errno.EPERM, "'..' is not allowed in a confined path", path)
+        for i, name in enumerate(comps):
             try:
-                nfd = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                nfd = open_step(fd, i)
             except FileNotFoundError:
                 if not create:
                     raise
@@ -141,7 +124,7 @@ def open_dir(rootfd: int, path: str, create: bool = False) -> int:
                     os.mkdir(name, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
-                nfd = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                nfd = open_step(fd, i)
             os.close(fd)
             fd = nfd
         return fd
@@ -150,36 +133,44 @@ def open_dir(rootfd: int, path: str, create: bool = False) -> int:
         raise
 
 
-def symlink(rootfd: int, link: str, target: str, dirs: dict | None = None) -> str:
-    """Create symlink `link` -> `target` inside the root; say what was done. `dirs`: parent
-    directory fds already open (path -> fd), reused and added to; the caller closes them."""
+def symlink(rootfd: int, link: str, target: str) -> str:
+    """Create symlink `link` -> `target` inside the root; say what was done."""
+    return symlinks(rootfd, [(link, target)])[0]
+
+
+def symlinks(rootfd: int, pairs) -> list[str]:
+    """symlink() for each (link, target), each parent directory opened once (the driver's
+    links share one or two directories)."""
+    dirs: dict[str, int] = {}
+    try:
+        return [_symlink(dirs, rootfd, link, target) for link, target in pairs]
+    finally:
+        for fd in dirs.values():
+            os.close(fd)
+
+
+def _symlink(dirs: dict, rootfd: int, link: str, target: str) -> str:
     parent, name = os.path.split(link.rstrip("/"))
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, "bad link name", link)
     parent = parent or "/"
-    dfd = dirs.get(parent) if dirs is not None else None
-    if dfd is None:
-        dfd = open_dir(rootfd, parent, create=True)
-        if dirs is not None:
-            dirs[parent] = dfd
+    if parent not in dirs:
+        dirs[parent] = open_dir(rootfd, parent, create=True)
+    dfd = dirs[parent]
     try:
-        try:
-            current = os.readlink(name, dir_fd=dfd)
-        except FileNotFoundError:
-            current = None
-        except OSError as e:
-            if e.errno == errno.EINVAL:  # exists and is not a link: leave the image's file
-                return f"kept {link}: the image has a file there"
-            raise
-        if current == target:
-            return f"{link} -> {target} already present"
-        if current is not None:
-            os.unlink(name, dir_fd=dfd)
-        os.symlink(target, name, dir_fd=dfd)
-        return f"created {link} -> {target}"
-    finally:
-        if dirs is None:
-            os.close(dfd)
+        current = os.readlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        current = None
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # exists and is not a link: leave the image's file
+            return f"kept {link}: the image has a file there"
+        raise
+    if current == target:
+        return f"{link} -> {target} already present"
+    if current is not None:
+        os.unlink(name, dir_fd=dfd)
+    os.symlink(target, name, dir_fd=dfd)
+    return f"created {link} -> {target}"
 
 
 # ---- a container rootfs as an object (libpathrs's Root is the model) -------------------
@@ -232,14 +223,7 @@ class Root:
         return symlink(self.fd, link, target)
 
     def symlinks(self, pairs) -> list[str]:
-        """symlink() for each (link, target), each parent directory opened once (the
-        driver's links share one or two directories)."""
-        dirs: dict = {}
-        try:
-            return [symlink(self.fd, link, target, dirs) for link, target in pairs]
-        finally:
-            for fd in dirs.values():
-                os.close(fd)
+        return symlinks(self.fd, pairs)
 
     def listdir(self, path: str) -> list[str]:
         dfd = open_dir(self.fd, path)

@@ -2,7 +2,7 @@
 mount API, bpf), in one place.
 
 Foreign calls go through `_ctypes`, the C core of the standard `ctypes` package, with the
-three scalar types they need declared here: importing `ctypes` itself (struct, _endian and
+two scalar types they need declared here: importing `ctypes` itself (struct, _endian and
 every c_* type) cost each createContainer and createRuntime hook ~3 ms. Every integer
 argument is passed as a C long (`_arg`), so no 64-bit parameter ever reads a 32-bit value's
 undefined upper half. Only the BPF device filter (apply/bpf.py) still needs full ctypes,
@@ -96,7 +96,9 @@ def private_mount_namespace() -> None:
 
 
 # ---- namespaces and the new mount API (Linux 5.2+ / 5.12+ for mount_setattr) -----------
-NR = {"setns": 308, "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321}
+# openat2 (437) and the new mount API share the generic numbers on x86_64 and aarch64
+NR = {"setns": 308, "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321,
+      "openat2": 437}
 if os.uname().machine in ("aarch64", "arm64"):
     NR.update(setns=268, bpf=280)
 
@@ -109,12 +111,26 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
 
 
-def _sys(name, *args):
+def _sys(name, *args, path: str | None = None):
+    """The raw system call; OSError (naming `path` when given) when it fails."""
     ret = libc().syscall(NR[name], *args)
     if ret < 0:
         err = _ctypes.get_errno()
+        if path is not None:
+            raise OSError(err, os.strerror(err), path)
         raise OSError(err, f"{name}: {os.strerror(err)}")
     return ret
+
+
+def _u64s(*values: int) -> bytes:
+    """A struct of u64 fields, as read-only input to the kernel."""
+    return b"".join(v.to_bytes(8, sys.byteorder) for v in values)
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    # struct open_how {u64 flags, mode, resolve}
+    how = _u64s(flags, 0, resolve)
+    return _sys("openat2", dirfd, os.fsencode(path), how, len(how), path=path)
 
 
 def setns(fd: int, nstype: int) -> None:
@@ -130,8 +146,8 @@ def move_mount(from_fd: int, to_fd: int) -> None:
 
 
 def mount_setattr(fd: int, attr_set: int, propagation: int = 0) -> None:
-    # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}: read-only input
-    buf = b"".join(v.to_bytes(8, sys.byteorder) for v in (attr_set, 0, propagation, 0))
+    # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}
+    buf = _u64s(attr_set, 0, propagation, 0)
     _sys("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, 32)
 
 
