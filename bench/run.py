@@ -6,8 +6,8 @@
 Floors, measured in the same run:
   F_venv    the project's virtualenv python starting with nothing to do (`python -c pass`)
   F_py      `python3 -I -S -c pass`
-  F_frozen  an empty program frozen with exactly nvbind's PyInstaller options (one-dir,
-            packaging/floor.spec)
+  F_frozen  an empty program frozen and started exactly as nvbind is (one-dir, nvbind's
+            PyInstaller options, the same launcher; packaging/floor.spec)
 Each round runs every case once, in turn, so that a busy moment hits all cases alike.
 The hooks run as the shipped hooks.d files run them: environment PATH and NVBIND_LOG only.
 """
@@ -51,7 +51,9 @@ def config(env=()):
 def ensure_builds():
     if not (os.path.exists(ONEFILE) and os.path.exists(ONEDIR)):
         raise SystemExit("bench: dist/ missing, run `make dist` (make bench does)")
-    if not os.path.exists(FLOOR):
+    inputs = [os.path.join(REPO, "packaging", f) for f in
+              ("floor.spec", "floor_entry.py", "pyi_options.py", "frontend/nvbind.c")]
+    if not os.path.exists(FLOOR) or os.path.getmtime(FLOOR) < max(map(os.path.getmtime, inputs)):
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "pyinstaller"), "--noconfirm",
                         "--log-level", "WARN", "--distpath", "build/floor-dist", "--workpath",
                         "build/floor-work", "packaging/floor.spec"], cwd=REPO, check=True)

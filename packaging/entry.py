@@ -1,4 +1,5 @@
-"""PyInstaller entry point: the same main() as the `nvbind` console script."""
+"""PyInstaller entry point (the one-file dist/nvbind and dist/nvbind-k8s): the same program
+the one-dir tree's launcher runs, nvbind/frozen.py."""
 import os
 import sys
 
@@ -6,16 +7,4 @@ if getattr(sys, "frozen", False):
     # ctypes ships outside the module graph (packaging/pyi_options.py): found from here on
     sys.path.append(os.path.join(sys._MEIPASS, "nvbind_lazy"))
 
-from nvbind.cli import main  # noqa: E402
-
-rc = main()
-# Done: every file nvbind wrote is closed (atomic writes, the log line), no thread or atexit
-# handler is left. Leave without the interpreter's teardown (freeing every module and
-# object), which took ~3 ms of each hook run, after the last of stdout and stderr; a flush
-# that fails exits 120, as the interpreter's own exit does.
-try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-except (OSError, ValueError):
-    rc = rc or 120
-os._exit(rc if isinstance(rc, int) else 1)
+import nvbind.frozen  # noqa: E402,F401  (runs nvbind, and exits)

@@ -104,13 +104,13 @@ def prepare_tree(tree: str, dest: str) -> dict:
                 os.chmod(p, 0o644)
                 continue
             facts["elf"] += 1
-            if re.search(r"\((RPATH|RUNPATH)\)", run(["readelf", "-dW", p]).stdout):
-                # e.g. the build machine's /root/.pyenv/versions/X/lib: every library it
-                # names is in _internal beside it, loaded by the bootloader
+            paths = re.findall(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]",
+                               run(["readelf", "-dW", p]).stdout)
+            if paths and not all(x.startswith("$ORIGIN") for rp in paths for x in rp.split(":")):
+                # a build machine's directory (e.g. /root/.pyenv/versions/X/lib); make dist
+                # leaves only $ORIGIN-relative ones (into _internal), which stay
                 run(["patchelf", "--remove-rpath", p])
                 facts["rpaths_removed"] += 1
-            # the bootloader keeps its PKG archive in the ELF section `pydata`, which
-            # strip leaves alone (it drops symbols and debug sections only)
             run(STRIP + [p])
             os.chmod(p, 0o755 if kind == "exec" else 0o644)
             # a static program (the shim's front end) has no dynamic symbols, and needs no libc
@@ -221,7 +221,7 @@ def build(tree: str, version: str, out: str, work: str, k8s: str) -> str:
     run(STRIP + [root + LIB + "/nvbind-k8s"])
     os.chmod(root + LIB + "/nvbind-k8s", 0o755)
 
-    # the commands: symlinks into the tree (the bootloader finds its tree through
+    # the commands: symlinks into the tree (the launcher finds its tree through
     # /proc/self/exe). nvbind-runtime is the shim's exec front end (packaging/frontend),
     # which runs nvbind beside it only for a create/run that could ask for a GPU.
     os.makedirs(root + "/usr/bin")

@@ -1,10 +1,13 @@
 """The frozen executable (make dist): one file that needs no Python on the host.
 
 dist/nvbind is the file users copy; `nvbind install` unpacks its one-dir tree once, and
-that tree is what the engines run. Both are driven through real engines here.
+that tree is what the engines run, entered through its own launcher
+(packaging/frontend/nvbind.c) rather than PyInstaller's bootloader. Both are driven
+through real engines here.
 """
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -57,6 +60,71 @@ def test_loads_nothing_from_the_host_python(installed, sim_root):
     opened = [line for line in r.stdout.splitlines() if "openat(" in line and "ENOENT" not in line]
     assert not [o for o in opened if "/usr/lib/python3" in o or "site-packages" in o
                 or "nonexistent-evil" in o], opened[:5]
+
+
+def test_planted_python_files_never_run(installed, sim_root, tmp_path):
+    """The launcher starts Python isolated: no PYTHON* variable, user site, startup file or
+    working directory can put code into the hook. Each planted file would leave a mark."""
+    evil = tmp_path / "evil"
+    (evil / "nvbind").mkdir(parents=True)
+    mark = tmp_path / "ran"
+    code = f"open({str(mark)!r}, 'a').write(__name__ + '\\n')\n"
+    for f in ("sitecustomize.py", "usercustomize.py", "startup.py", "nvbind/__init__.py",
+              "lib/python3.11/encodings/__init__.py"):
+        (evil / f).parent.mkdir(parents=True, exist_ok=True)
+        (evil / f).write_text(code)
+    home = tmp_path / "home"
+    (home / ".local/lib/python3.11/site-packages").mkdir(parents=True)
+    (home / ".local/lib/python3.11/site-packages/usercustomize.py").write_text(code)
+    env = {"PYTHONPATH": str(evil), "PYTHONSTARTUP": str(evil / "startup.py"),
+           "PYTHONINSPECT": "1", "PYTHONUSERBASE": str(home / ".local"), "HOME": str(home),
+           "PYTHONWARNINGS": "error", "PYTHONVERBOSE": "1", "PATH": "/usr/bin:/bin"}
+    cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+    for argv, stdin in (([installed, "--version"], None),
+                        ([installed, "--root", sim_root, "hook", "precreate"], cfg)):
+        r = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                           env={**env, "PYTHONHOME": str(evil)},
+                           cwd=str(evil), timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "import " not in r.stderr, r.stderr[:500]       # PYTHONVERBOSE not taken
+    assert not mark.exists(), mark.read_text()
+    # and the planted files are real: a plain interpreter with this environment runs them
+    r = subprocess.run(["python3", "-c", "import nvbind"], env=env, cwd=str(evil),
+                       capture_output=True, text=True, timeout=60)
+    assert mark.exists()
+
+
+def test_tree_finds_its_own_libraries(installed):
+    """Every ELF object in the tree that needs a library the tree carries finds that copy
+    through its own RUNPATH ($ORIGIN-relative), with no LD_LIBRARY_PATH (PyInstaller's
+    bootloader set one by executing itself again; the launcher does not), and no object
+    names a build machine's directory."""
+    tree = os.path.dirname(installed)
+    internal = os.path.join(tree, "_internal")
+    carried = {n for n in os.listdir(internal) if ".so" in n}
+    ldso = "/lib64/ld-linux-x86-64.so.2"
+    if not os.path.exists(ldso):
+        pytest.skip("not x86_64 glibc")
+    checked = 0
+    for d, _, files in os.walk(tree):
+        for n in files:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                if os.path.islink(p) or f.read(4) != b"\x7fELF":
+                    continue
+            dyn = subprocess.run(["readelf", "-dW", p], capture_output=True, text=True).stdout
+            for rp in re.findall(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]", dyn):
+                assert all(x.startswith("$ORIGIN") for x in rp.split(":")), (p, rp)
+            needed = set(re.findall(r"Shared library: \[([^\]]+)\]", dyn)) & carried
+            if not needed or n == "nvbind-runtime":
+                continue
+            out = subprocess.run([ldso, "--list", p], capture_output=True, text=True, env={}).stdout
+            for lib in needed:
+                where = re.search(rf"^\s*{re.escape(lib)} => (\S+)", out, re.M)
+                assert where and os.path.realpath(where.group(1)) == os.path.join(internal, lib), \
+                    (p, lib, out)
+                checked += 1
+    assert checked >= 3         # the launcher (libpython), _ctypes (libffi), zlib (libz)...
 
 
 def test_podman_precreate_frozen(installed, live_env, tmp_path_factory):

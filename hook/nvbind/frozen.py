@@ -1,0 +1,22 @@
+"""The frozen program's entry: importing this module runs nvbind and leaves the process.
+
+Both frozen builds run it: the one-dir tree's launcher (packaging/frontend/nvbind.c)
+imports it, and PyInstaller's one-file build runs it through packaging/entry.py.
+
+Every file nvbind wrote is closed by then (atomic writes, the log line) and no thread or
+atexit handler is left, so the process leaves without the interpreter's teardown (freeing
+every module and object: ~3 ms of each hook run), after the last of stdout and stderr; a
+flush that fails exits 120, as the interpreter's own exit does.
+"""
+import os
+import sys
+
+from nvbind.cli import main
+
+_rc = main()
+try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+except (OSError, ValueError):
+    _rc = _rc or 120
+os._exit(_rc if isinstance(_rc, int) else 1)

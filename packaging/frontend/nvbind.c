@@ -1,0 +1,124 @@
+/* nvbind: the one-dir tree's entry point. It starts the tree's own Python (the libpython
+ * PyInstaller collected into _internal/, through CPython's public PEP 587 initialisation
+ * API) and runs the frozen program: the module ENTRY_MODULE, whose import runs nvbind and
+ * leaves through os._exit (nvbind/frozen.py).
+ *
+ * It takes the place of PyInstaller's one-dir bootloader in the tree (nvbind.spec builds
+ * it; dist/nvbind, the one-file build, keeps PyInstaller's own). Every container start
+ * runs nvbind once or twice, and that bootloader spent ~2.5 ms of each start before
+ * Python ran (make bench, "F_frozen"): it executes itself a second time to put _internal/
+ * on LD_LIBRARY_PATH, reads its archive's table of contents, and unpacks and runs its
+ * own bootstrap modules (with zlib and _struct) before the program's first line. Here
+ * the libraries in _internal/ are found through RUNPATHs set at build time ($ORIGIN,
+ * pyi_options.relocatable_tree) instead, and Python starts once.
+ *
+ * What Python is told, all fixed here (none of it from the environment):
+ *   - the isolated configuration: no PYTHON* variable is read (PYTHONPATH, PYTHONHOME,
+ *     PYTHONSTARTUP, PYTHONINSPECT...), no user or site directory, no script directory on
+ *     sys.path, the command line is not parsed as Python's own;
+ *   - sys.path: _internal/python3.X/lib-dynload, _internal, _internal/nvbind_lazy (the
+ *     tree's modules only); no bytecode is written;
+ *   - UTF-8 mode, -OO (the tree's modules were compiled with optimize=2), stdio buffered
+ *     and configured as PyInstaller configures it, Python's signal handlers installed;
+ *   - sys.executable this file's real path (/proc/self/exe), sys.frozen True and
+ *     sys._MEIPASS _internal/, as PyInstaller's one-dir bootloader sets them.
+ * Nothing from the image or the container is involved: the hook runs from the host.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef ENTRY_MODULE
+#define ENTRY_MODULE "nvbind.frozen"
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define DYNLOAD "python" STR(PY_MAJOR_VERSION) "." STR(PY_MINOR_VERSION) "/lib-dynload"
+
+static void die(const char *what) {
+    fprintf(stderr, "nvbind: error: %s\n", what);
+    fflush(stderr);
+    _exit(1);
+}
+
+static void check(PyStatus st, PyConfig *c) {
+    if (PyStatus_Exception(st)) {
+        PyConfig_Clear(c);
+        Py_ExitStatusException(st);
+    }
+}
+
+static void add_path(PyConfig *c, const char *path) {
+    wchar_t *w = Py_DecodeLocale(path, NULL);
+    if (w == NULL)
+        die("cannot decode the tree's path");
+    check(PyWideStringList_Append(&c->module_search_paths, w), c);
+    PyMem_RawFree(w);
+}
+
+int main(int argc, char **argv) {
+    char exe[PATH_MAX], home[PATH_MAX], path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0 || (size_t)n >= sizeof exe - 1)
+        die("cannot read /proc/self/exe");
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL
+        || snprintf(home, sizeof home, "%.*s/_internal", (int)(slash - exe), exe) >= (int)sizeof home)
+        die("path too long");
+
+    PyPreConfig pre;
+    PyPreConfig_InitIsolatedConfig(&pre);
+    pre.utf8_mode = 1;
+    PyStatus st = Py_PreInitialize(&pre);
+    if (PyStatus_Exception(st))
+        Py_ExitStatusException(st);
+
+    PyConfig c;
+    PyConfig_InitIsolatedConfig(&c);
+    c.site_import = 0;
+    c.write_bytecode = 0;
+    c.optimization_level = 2;
+    c.parse_argv = 0;
+    c.pathconfig_warnings = 0;
+    c.configure_c_stdio = 1;
+    c.buffered_stdio = 1;
+    c.install_signal_handlers = 1;
+    check(PyConfig_SetBytesString(&c, &c.program_name, exe), &c);
+    check(PyConfig_SetBytesString(&c, &c.executable, exe), &c);
+    check(PyConfig_SetBytesString(&c, &c.home, home), &c);
+    c.module_search_paths_set = 1;
+    if (snprintf(path, sizeof path, "%s/" DYNLOAD, home) >= (int)sizeof path)
+        die("path too long");
+    add_path(&c, path);
+    add_path(&c, home);
+    if (snprintf(path, sizeof path, "%s/nvbind_lazy", home) >= (int)sizeof path)
+        die("path too long");
+    add_path(&c, path);
+    check(PyConfig_SetBytesArgv(&c, argc, argv), &c);
+    check(Py_InitializeFromConfig(&c), &c);
+    PyConfig_Clear(&c);
+
+    PyObject *meipass = PyUnicode_DecodeFSDefault(home);
+    if (meipass == NULL || PySys_SetObject("frozen", Py_True) < 0
+        || PySys_SetObject("_MEIPASS", meipass) < 0) {
+        PyErr_Print();
+        _exit(1);
+    }
+    Py_DECREF(meipass);
+
+    /* the entry module runs the program and leaves through os._exit; an exception out of
+     * it (SystemExit included) ends the way the interpreter ends on one */
+    PyObject *m = PyImport_ImportModule(ENTRY_MODULE);
+    if (m == NULL) {
+        PyErr_Print();      /* SystemExit: exits with its code */
+        _exit(1);
+    }
+    Py_DECREF(m);
+    return Py_FinalizeEx() < 0 ? 120 : 0;
+}
