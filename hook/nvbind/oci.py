@@ -36,19 +36,22 @@ def read_stdin(stream, timeout: float | None = None) -> str:
 
 
 def _read_fd(fd: int, timeout: float) -> bytes:
-    import select
-    import time
-    deadline = time.monotonic() + timeout
+    from nvbind.sysio import deadline
     chunks, size = [], 0
-    while size <= MAX_INPUT:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise InputError(f"stdin was not complete after {timeout:g} s")
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        with deadline.within(timeout):
+            while size <= MAX_INPUT:
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except BlockingIOError:     # a non-blocking pipe: wait in the read instead
+                    os.set_blocking(fd, True)
+                    continue
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except deadline.Expired:
+        raise InputError(f"stdin was not complete after {timeout:g} s") from None
     return b"".join(chunks)
 
 

@@ -144,9 +144,18 @@ def schema_errors(doc: dict) -> list[str]:
     return out
 
 
+def name_hash(data: bytes) -> str:
+    """16 hex digits naming `data` in a file name (the config cache, a lease user record):
+    64-bit FNV-1a. Not zlib's crc32: zlib is an extension module (with libz), ~0.4 ms of a
+    hook's start to load; not for security (the names only keep records apart)."""
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
 def _cache_file(cache_dir: str, path: str) -> str:
-    import zlib
-    return os.path.join(cache_dir, f"config-{zlib.crc32(os.fsencode(path)):08x}.json")
+    return os.path.join(cache_dir, f"config-{name_hash(os.fsencode(path))}.json")
 
 
 def load(path: str | None = None) -> dict:

@@ -14,16 +14,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zlib
 
 import pytest
 
 from conftest import IS_ROOT, REPO
+from nvbind.settings import _cache_file
 
 BUILD = os.path.join(REPO, "packaging", "deb", "build.py")
 CONF = "/etc/nvbind/config.toml"
-# where the hooks cache the validated CONF (nvbind.config._cache_file: crc32 of the path)
-CONF_CACHE = "/run/nvbind/config-%08x.json" % zlib.crc32(CONF.encode())
+# where the hooks cache the validated CONF (named by a checksum of its path)
+CONF_CACHE = _cache_file("/run/nvbind", CONF)
 HOOKS = "/usr/share/containers/oci/hooks.d"
 UNITS = ["nvbind-cdi.service", "nvbind-metrics.service", "nvbind-device-plugin.service"]
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=900", "-y", "-q"]

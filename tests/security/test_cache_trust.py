@@ -3,7 +3,6 @@ the lease directory are trusted only when directory and file are owned by root a
 writable by neither group nor others; temp files never follow a planted link."""
 import json
 import os
-import zlib
 
 import pytest
 
@@ -15,7 +14,7 @@ NOBODY = 65534
 
 
 def _cfile(cache, path):
-    return cache / f"config-{zlib.crc32(os.fsencode(str(path))):08x}.json"
+    return cache / os.path.basename(config._cache_file(str(cache), str(path)))
 
 
 def _forge(cache, path, doc):

@@ -8,7 +8,6 @@ with `-r .` from the rootfs's fd (it chroots there) in a private mount namespace
 files through /proc/1/root and friends. Nothing from the image is ever executed.
 """
 
-import fcntl
 import os
 
 from nvbind.sysio import syscalls as nsys
@@ -34,8 +33,12 @@ def sealed_copy(path: str) -> int:
             pass
     finally:
         os.close(src)
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
-                | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    try:
+        nsys.add_seals(fd, nsys.F_SEAL_SEAL | nsys.F_SEAL_SHRINK | nsys.F_SEAL_GROW
+                       | nsys.F_SEAL_WRITE)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 

@@ -12,7 +12,6 @@ timeout nvbind writes (core.edits.HOOK_TIMEOUT, 30 s; CRI-O's hooks.d entry 30 s
 """
 
 import os
-import time
 
 PR_SET_PDEATHSIG = 1
 # signal(7): 9 on every Linux architecture. A constant rather than the `signal` module,
@@ -39,48 +38,42 @@ def setup(parent: int, stderr: int | None = None) -> None:
 def wait(pid: int, r: int, timeout: float) -> tuple[int | None, bytes]:
     """Read the child's pipe `r` to EOF and reap it, within `timeout` seconds. Returns
     (wait status, or None when it was killed at the deadline; the last 64 KiB read).
-    After EOF the child may still be exiting (its files close before it can be reaped):
-    its pidfd says when it has, instead of polling waitpid with sleeps (which cost every
-    ldconfig run ~5 ms)."""
-    import select
-    deadline = time.monotonic() + timeout
-    out = b""
+    Both waits are plain blocking calls under sysio.deadline (the child may still be
+    exiting after EOF: its files close before it can be reaped). At the deadline the child
+    is killed through its pidfd, which names that process and no other, even one that
+    was reaped just as the time ran out."""
+    from nvbind.sysio import deadline
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                return _kill(pid), out
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            out = (out + chunk)[-65536:]
-        # EOF: the child closed its end (exited, or closed it and lingers): bounded too
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status, out
-        try:
-            pfd = os.pidfd_open(pid)
-        except OSError:             # a kernel before 5.3: poll
-            pfd = None
-        try:
+        pfd = os.pidfd_open(pid)
+    except OSError:             # a kernel before 5.3
+        pfd = None
+    out = b""
+    status = None
+    try:
+        with deadline.within(timeout):
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return _kill(pid), out
-                if pfd is None:
-                    time.sleep(min(left, 0.001))
-                else:
-                    select.select([pfd], [], [], left)
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    return status, out
-        finally:
-            if pfd is not None:
-                os.close(pfd)
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                out = (out + chunk)[-65536:]
+            status = os.waitpid(pid, 0)[1]
+    except deadline.Expired:
+        if status is None:
+            return _kill(pid, pfd), out
     finally:
         os.close(r)
+        if pfd is not None:
+            os.close(pfd)
+    return status, out
 
 
-def _kill(pid: int) -> None:
-    os.kill(pid, SIGKILL)
-    os.waitpid(pid, 0)
+def _kill(pid: int, pfd: int | None) -> None:
+    try:
+        if pfd is not None:
+            import _signal
+            _signal.pidfd_send_signal(pfd, SIGKILL)
+        else:
+            os.kill(pid, SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass            # reaped already

@@ -1,5 +1,5 @@
 """The few raw system calls nvbind needs (unshare, mount, setns, prctl, openat2, the new
-mount API, bpf), in one place.
+mount API, bpf, flock and memfd seals), in one place.
 
 Foreign calls go through `_ctypes`, the C core of the standard `ctypes` package, with the
 two scalar types they need declared here: importing `ctypes` itself (struct, _endian and
@@ -87,6 +87,27 @@ def unshare(flags: int) -> None:
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None):
     enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
     _check(libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+LOCK_EX = 2
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
+
+
+def flock(fd: int, op: int) -> None:
+    """flock(2), retried when a signal interrupts it (as fcntl.flock is, PEP 475)."""
+    import errno
+    while libc().flock(fd, op) != 0:
+        err = _ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, f"flock: {os.strerror(err)}")
+
+
+def add_seals(fd: int, seals: int) -> None:
+    """fcntl(fd, F_ADD_SEALS, seals) on a memfd."""
+    if libc().fcntl(fd, F_ADD_SEALS, seals) < 0:
+        err = _ctypes.get_errno()
+        raise OSError(err, f"F_ADD_SEALS: {os.strerror(err)}")
 
 
 def private_mount_namespace() -> None:
