@@ -17,8 +17,10 @@ reused pid has another), in this boot, and its bundle directory exists. This hol
 whatever way the container ends: poststop releases it (matched by id and bundle), and when
 poststop never runs (runtime killed, `podman rm -f` during create, SIGKILL of the
 container's init, a host crash) the process is gone and the next taker reclaims the
-lease. Nothing depends on a hook's working directory (podman runs precreate hooks in the
-caller's), on the engine, or on a daemon.
+lease. So records are written without fsync: after a crash every record is of another
+boot (or torn, and unreadable records count as stale). Nothing depends on a hook's
+working directory (podman runs precreate hooks in the caller's), on the engine, or on a
+daemon.
 
 Everyone checks, everyone is seen. Exclusive containers take leases; every other GPU user
 (shared, virtual) checks them with `check` before it is given a GPU (a listing of the lease
@@ -277,7 +279,8 @@ def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
                                       + ("" if h.get("gpu") == key else f" through {h.get('gpu')}"))
         try:
             atomic.write(os.path.join(lease_dir, _user_name(me)),
-                         fastjson.dumps({**me, "gpus": list(keys)}), 0o644)
+                         fastjson.dumps({**me, "gpus": list(keys)}), 0o644,
+                         durable=False)
         except (OSError, ValueError) as e:
             # a shared container is not refused for it (a full /run would stop every GPU
             # container); only a later exclusive one will not see it: say so
@@ -338,7 +341,7 @@ def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
         try:
             for key in keys:
                 data = fastjson.dumps({**me, "gpu": key})
-                atomic.write(os.path.join(lease_dir, _name(key)), data, 0o644)
+                atomic.write(os.path.join(lease_dir, _name(key)), data, 0o644, durable=False)
                 written.append(key)
         except (OSError, ValueError) as e:
             for key in written:

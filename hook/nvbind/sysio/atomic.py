@@ -4,9 +4,10 @@ a planted link) in the same directory, written, fsynced, renamed over the target
 import os
 
 
-def write(path: str, data: str | bytes, mode: int | None = None) -> None:
+def write(path: str, data: str | bytes, mode: int | None = None, durable: bool = True) -> None:
     """Replace `path` with `data`. mode: the new file's mode (default: the old file's, or
-    0644). The directory must exist."""
+    0644). The directory must exist. durable=False: no fsync, for records that mean
+    nothing after a crash anyway (a lease names the boot it was taken in)."""
     d = os.path.dirname(path) or "."
     if mode is None:
         try:
@@ -19,7 +20,8 @@ def write(path: str, data: str | bytes, mode: int | None = None) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
