@@ -68,7 +68,10 @@ def run(argv: list[str]) -> int:
             from nvbind.doors import poststop as door
         else:
             from nvbind.doors import create_container as door
-        return logged(settings, rest[0], door.run, rest[1:])
+        rc = logged(settings, rest[0], door.run, rest[1:])
+        if rc == 0 and settings.then is not None:
+            settings.then()         # createContainer: becomes ldconfig (never returns)
+        return rc
     if verb == "runtime":
         from nvbind.doors import shim
         return shim.run(settings, rest)

@@ -216,6 +216,7 @@ class Settings:
         self.log_opt = os.environ.get("NVBIND_LOG")
         self.config_path = None
         self.result: dict = {}
+        self.then = None        # a door's last step, after its log line (createContainer)
         self._config = None if config is None else _merge(_defaults(), config)
         self.rest: list[str] = []
         it = iter(argv)

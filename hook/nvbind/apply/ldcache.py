@@ -110,17 +110,25 @@ def write_dropin(root, folders: list[str]) -> str | None:
     return None
 
 
-def update(root, folders: list[str], ldconfig: str | None = None,
-           exe_fd: int | None = None) -> None:
-    """Rebuild the ld cache of `root` (a sysio.root.Root). `exe_fd`: a sealed ldconfig made
-    earlier (on the host side)."""
+def _checked(folders: list[str]) -> None:
     for d in folders:
         if not d.startswith("/") or ".." in d.split("/"):
             raise NvbindError(f"refusing ld cache folder '{d}'")
+
+
+def _argv(folders: list[str]) -> list[str]:
+    return ["ldconfig", "-r", ".", *folders]
+
+
+def update(root, folders: list[str], ldconfig: str | None = None,
+           exe_fd: int | None = None) -> None:
+    """Rebuild the ld cache of `root` (a sysio.root.Root) in a child, and wait for it.
+    `exe_fd`: a sealed ldconfig made earlier (on the host side)."""
+    _checked(folders)
     write_dropin(root, folders)
     fd = exe_fd if exe_fd is not None else sealed_copy(find_ldconfig(ldconfig))
     try:
-        rc, err = _run_sealed(fd, ["ldconfig", "-r", ".", *folders], root)
+        rc, err = _run_sealed(fd, _argv(folders), root)
     finally:
         if exe_fd is None:
             os.close(fd)
@@ -128,3 +136,46 @@ def update(root, folders: list[str], ldconfig: str | None = None,
         msg = err.decode("utf-8", "replace").strip().splitlines()
         raise NvbindError(f"ldconfig in the container failed ({rc}): "
                           + (msg[-1][:200] if msg else "no message"))
+
+
+def handover(root, folders: list[str], ldconfig: str | None = None):
+    """The ld cache as the last step of a createContainer hook: everything that can fail
+    the nvbind way happens here (the folders, the drop-in, the sealed copy); what is
+    returned turns the hook process itself into ldconfig (`become`), after nvbind has
+    written its log line. No fork: the hook's own process runs ldconfig, as NVIDIA's
+    update-ldcache does (a fork of the Python process and its wait cost every GPU
+    container ~1.5 ms), and there is no child that could outlive the hook.
+
+    ldconfig's exit status is the hook's, its stderr the hook's stderr (runc and crun put
+    it into the error they report). Its deadline is the kernel's: an interval timer
+    survives execve, and SIGALRM's default action ends ldconfig at LDCONFIG seconds
+    (before the hook entry's own timeout) should the image make it block."""
+    _checked(folders)
+    write_dropin(root, folders)
+    fd = sealed_copy(find_ldconfig(ldconfig))
+    argv = _argv(folders)
+    return lambda: _become(fd, argv, root)
+
+
+def _become(fd: int, argv: list[str], root) -> None:
+    """Never returns: this process becomes the sealed ldconfig (see handover)."""
+    import _signal
+    import sys
+    from nvbind.sysio import child
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        os.dup2(null, 0)
+        os.dup2(null, 1)        # stderr stays the engine's
+        os.close(null)
+        _child_setup(root)
+        # the deadline: SIGALRM at its default action (terminate), not blocked, whatever
+        # the engine handed down; the timer is set last, just before the exec
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGALRM})
+        _signal.setitimer(_signal.ITIMER_REAL, child.LDCONFIG)
+        os.execve(fd, argv, {})
+    except OSError as e:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        raise NvbindError(f"cannot run ldconfig in the container: {e}") from None

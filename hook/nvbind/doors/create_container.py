@@ -32,21 +32,30 @@ def run(settings, rest: list[str]) -> int:
         root = Root.open(rootfs)        # the one open by path; everything else through it
     except OSError as e:
         raise NvbindError(f"container rootfs {rootfs}: {e.strerror}") from None
-    with root:
-        try:
-            _apply(settings, root, links, folders, driver)
-        except OSError as e:
-            raise NvbindError(f"inside the container: {e}") from None
+    try:
+        settings.then = _apply(settings, root, links, folders, driver)
+    except OSError as e:
+        root.close()
+        raise NvbindError(f"inside the container: {e}") from None
+    except BaseException:
+        root.close()
+        raise
+    if settings.then is None:
+        root.close()
+    else:
+        settings.result["ldconfig"] = "exec"    # its outcome is the hook's exit status
     return 0
 
 
-def _apply(settings, root, links, folders, driver) -> None:
+def _apply(settings, root, links, folders, driver):
+    """Links, then the ld cache: returns what makes this process ldconfig (run by cli
+    once the log line is written, apply/ldcache.handover), or None."""
     from nvbind.apply import ldcache
-    if True:
-        ldcache.make_links(root, links)
-        if folders:
-            from nvbind.apply import compat
-            folders = compat.prepare(root, driver, folders)
-            if folders[0] == compat.COMPAT_DIR:
-                settings.result["cuda_compat"] = compat.COMPAT_DIR
-            ldcache.update(root, folders, settings.config.get("ldconfig") or None)
+    ldcache.make_links(root, links)
+    if not folders:
+        return None
+    from nvbind.apply import compat
+    folders = compat.prepare(root, driver, folders)
+    if folders[0] == compat.COMPAT_DIR:
+        settings.result["cuda_compat"] = compat.COMPAT_DIR
+    return ldcache.handover(root, folders, settings.config.get("ldconfig") or None)
