@@ -8,6 +8,8 @@ Floors, measured in the same run:
   F_py      `python3 -I -S -c pass`
   F_frozen  an empty program frozen and started exactly as nvbind is (one-dir, nvbind's
             PyInstaller options, the same launcher; packaging/floor.spec)
+  F_pyi     the same empty program through PyInstaller's one-dir bootloader, which the
+            tree's launcher replaced (what F_frozen was until then; information only)
 Each round runs every case once, in turn, so that a busy moment hits all cases alike.
 The hooks run as the shipped hooks.d files run them: environment PATH and NVBIND_LOG only.
 """
@@ -33,6 +35,7 @@ import testimage  # noqa: E402
 ONEFILE = os.path.join(REPO, "dist", "nvbind")
 ONEDIR = os.path.join(REPO, "dist", "nvbind-dir", "nvbind")
 FLOOR = os.path.join(REPO, "build", "floor-dist", "floor", "floor")
+FLOOR_PYI = os.path.join(REPO, "build", "floor-dist", "floor", "floor-pyi")
 
 
 def config(env=()):
@@ -53,7 +56,7 @@ def ensure_builds():
         raise SystemExit("bench: dist/ missing, run `make dist` (make bench does)")
     inputs = [os.path.join(REPO, "packaging", f) for f in
               ("floor.spec", "floor_entry.py", "pyi_options.py", "frontend/nvbind.c")]
-    if not os.path.exists(FLOOR) or os.path.getmtime(FLOOR) < max(map(os.path.getmtime, inputs)):
+    if not os.path.exists(FLOOR_PYI) or os.path.getmtime(FLOOR) < max(map(os.path.getmtime, inputs)):
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "pyinstaller"), "--noconfirm",
                         "--log-level", "WARN", "--distpath", "build/floor-dist", "--workpath",
                         "build/floor-work", "packaging/floor.spec"], cwd=REPO, check=True)
@@ -112,6 +115,7 @@ def main() -> int:
             (F_VENV, [py, "-c", "pass"], b"", None, None),
             (F_PY, ["python3", "-I", "-S", "-c", "pass"], b"", None, None),
             (F_FROZEN, [FLOOR], b"", None, None),
+            ("F_pyi: the same, through PyInstaller's bootloader", [FLOOR_PYI], b"", F_FROZEN, None),
             ("source precreate, no GPU request", hook(src), none, F_VENV, 1.3),
             ("source precreate, GPU 1 of 8", hook(src), gpu, F_VENV, 2.0),
             ("frozen precreate, no GPU request", hook(ONEDIR), none, F_FROZEN, 1.15),

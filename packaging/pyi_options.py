@@ -108,9 +108,10 @@ def relocatable_tree(tree, patchelf):
                 subprocess.run([patchelf, "--remove-rpath", p], check=True, timeout=120)
 
 
-def build_launcher(tree, name, entry_module, source):
+def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None):
     """TREE/NAME: the launcher (SOURCE), running ENTRY_MODULE with the tree's libpython,
-    in place of PyInstaller's bootloader executable of that name."""
+    in place of PyInstaller's bootloader executable of that name (kept as
+    TREE/KEEP_BOOTLOADER_AS when given: the benchmark's floor shows what it costs)."""
     import glob
     import os
     import shutil
@@ -128,7 +129,10 @@ def build_launcher(tree, name, entry_module, source):
     (libpython,) = [os.path.basename(p) for p in glob.glob(os.path.join(internal, "libpython3*.so*"))]
     relocatable_tree(tree, patchelf)
     out = os.path.join(tree, name)
-    os.unlink(out)          # PyInstaller's one-dir bootloader
+    if keep_bootloader_as:
+        os.replace(out, os.path.join(tree, keep_bootloader_as))
+    else:
+        os.unlink(out)      # PyInstaller's one-dir bootloader
     # Debian's hardening flags (dpkg-buildflags): lintian checks them on the package
     subprocess.run(["gcc", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
                     "-D_FORTIFY_SOURCE=2", "-fPIE", "-pie", "-Wl,-z,relro", "-Wl,-z,now",
