@@ -4,7 +4,7 @@
 There is no debian/ source tree and no debhelper run: this script lays out the binary
 package the way dh would (file modes, stripped objects, gzipped man page and changelog,
 md5sums, conffiles, systemd maintainer-script snippets) and calls `dpkg-deb --build`.
-Standard library only; needs patchelf, binutils (strip, objdump) and dpkg-deb.
+Standard library only; needs binutils (readelf, strip, objdump) and dpkg-deb.
 
     python3 packaging/deb/build.py [--tree dist/nvbind-dir] [--version V] [--out dist]
 """
@@ -86,13 +86,13 @@ def read(name: str) -> str:
 
 
 def prepare_tree(tree: str, dest: str) -> dict:
-    """Copy the one-dir tree; drop build-machine RUNPATHs, strip, fix modes. Returns facts."""
+    """Copy the one-dir tree; check its RUNPATHs, strip, fix modes. Returns facts."""
     shutil.copytree(tree, dest, symlinks=True)
     for rel in DROP:
         p = os.path.join(dest, "_internal", rel)
         if os.path.lexists(p):
             os.unlink(p)
-    facts = {"rpaths_removed": 0, "glibc": (2, 17), "elf": 0}
+    facts = {"glibc": (2, 17), "elf": 0}
     for d, dirs, files in os.walk(dest):
         os.chmod(d, 0o755)
         for n in files:
@@ -106,11 +106,10 @@ def prepare_tree(tree: str, dest: str) -> dict:
             facts["elf"] += 1
             paths = re.findall(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]",
                                run(["readelf", "-dW", p]).stdout)
-            if paths and not all(x.startswith("$ORIGIN") for rp in paths for x in rp.split(":")):
-                # a build machine's directory (e.g. /root/.pyenv/versions/X/lib); make dist
-                # leaves only $ORIGIN-relative ones (into _internal), which stay
-                run(["patchelf", "--remove-rpath", p])
-                facts["rpaths_removed"] += 1
+            if not all(x.startswith("$ORIGIN") for rp in paths for x in rp.split(":")):
+                # make dist (pyi_options.relocatable_tree) leaves only $ORIGIN-relative
+                # ones, into _internal; a build machine's directory must not be shipped
+                raise SystemExit(f"{p}: RUNPATH {paths} outside the tree: rebuild with make dist")
             run(STRIP + [p])
             os.chmod(p, 0o755 if kind == "exec" else 0o644)
             # a static program (the shim's front end) has no dynamic symbols, and needs no libc
@@ -306,8 +305,7 @@ Description: GPU injection hook for OCI containers
     deb = os.path.join(out, f"{PKG}_{version}_amd64.deb")
     env = dict(os.environ, SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764374400"))
     run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", root, deb], env=env)
-    print(f"{deb}: {facts['elf']} ELF objects stripped, {facts['rpaths_removed']} build-machine "
-          f"RUNPATHs removed, libc6 >= {glibc}, {size} KiB installed")
+    print(f"{deb}: {facts['elf']} ELF objects stripped, libc6 >= {glibc}, {size} KiB installed")
     return deb
 
 

@@ -165,10 +165,7 @@ def _become(fd: int, argv: list[str], root) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-        os.dup2(null, 0)
-        os.dup2(null, 1)        # stderr stays the engine's
-        os.close(null)
+        child.stdio(2)          # stderr stays the engine's
         _child_setup(root)
         # the deadline: SIGALRM at its default action (terminate), not blocked, whatever
         # the engine handed down; the timer is set last, just before the exec

@@ -122,17 +122,22 @@ def _who(h: dict) -> str:
     return f"container {h.get('id') or h.get('hostname') or '?'} (bundle {h.get('bundle')})"
 
 
+def _trusted(lease_dir: str) -> None:
+    """NvbindError unless the lease directory passes the trust rule (sysio/trust.py)."""
+    from nvbind.sysio import trust
+    why = trust.untrusted_dir(lease_dir)
+    if why:
+        raise NvbindError(f"lease directory {lease_dir}: {why}")
+
+
 class _Locked:
     def __init__(self, lease_dir: str):
         self.dir = lease_dir
 
     def __enter__(self):
-        from nvbind.sysio import trust
         try:
             os.makedirs(self.dir, mode=0o755, exist_ok=True)
-            why = trust.untrusted_dir(self.dir)
-            if why:
-                raise NvbindError(f"lease directory {self.dir}: {why}")
+            _trusted(self.dir)
             self.fd = os.open(os.path.join(self.dir, ".lock"),
                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
                               | os.O_NONBLOCK, 0o600)
@@ -365,10 +370,7 @@ def release(lease_dir: str, cid: str, bundle: str) -> list[str]:
     the record refuses as if the container had not stopped yet (it was stopping)."""
     if not os.path.isdir(lease_dir):
         return []
-    from nvbind.sysio import trust
-    why = trust.untrusted_dir(lease_dir)
-    if why:
-        raise NvbindError(f"lease directory {lease_dir}: {why}")
+    _trusted(lease_dir)
     try:
         names = os.listdir(lease_dir)
     except OSError as e:

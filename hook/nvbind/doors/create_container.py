@@ -32,17 +32,16 @@ def run(settings, rest: list[str]) -> int:
         root = Root.open(rootfs)        # the one open by path; everything else through it
     except OSError as e:
         raise NvbindError(f"container rootfs {rootfs}: {e.strerror}") from None
+    then = None
     try:
-        settings.then = _apply(settings, root, links, folders, driver)
+        then = _apply(settings, root, links, folders, driver)
     except OSError as e:
-        root.close()
         raise NvbindError(f"inside the container: {e}") from None
-    except BaseException:
-        root.close()
-        raise
-    if settings.then is None:
-        root.close()
-    else:
+    finally:
+        if then is None:        # else the handover needs it, until the exec
+            root.close()
+    if then is not None:
+        settings.then = then
         settings.result["ldconfig"] = "exec"    # its outcome is the hook's exit status
     return 0
 

@@ -28,6 +28,12 @@ def setup(parent: int, stderr: int | None = None) -> None:
     syscalls.libc().prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+    stdio(stderr)
+
+
+def stdio(stderr: int | None) -> None:
+    """stdin and stdout on /dev/null (they are the engine's pipes: nothing of theirs may
+    hold them), stderr on `stderr` (2: left as it is; None: /dev/null)."""
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     os.dup2(null, 0)
     os.dup2(null, 1)

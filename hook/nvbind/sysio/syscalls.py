@@ -70,10 +70,6 @@ def libc():
     return _libc
 
 
-def get_errno() -> int:
-    return _ctypes.get_errno()
-
-
 def _check(ret, what):
     if ret != 0:
         err = _ctypes.get_errno()
@@ -105,9 +101,7 @@ def flock(fd: int, op: int) -> None:
 
 def add_seals(fd: int, seals: int) -> None:
     """fcntl(fd, F_ADD_SEALS, seals) on a memfd."""
-    if libc().fcntl(fd, F_ADD_SEALS, seals) < 0:
-        err = _ctypes.get_errno()
-        raise OSError(err, f"F_ADD_SEALS: {os.strerror(err)}")
+    _check(libc().fcntl(fd, F_ADD_SEALS, seals), "F_ADD_SEALS")
 
 
 def private_mount_namespace() -> None:
