@@ -1,7 +1,9 @@
-/* nvbind: the one-dir tree's entry point. It starts the tree's own Python (the libpython
- * PyInstaller collected into _internal/, through CPython's public PEP 587 initialisation
- * API) and runs the frozen program: the module ENTRY_MODULE, whose import runs nvbind and
- * leaves through os._exit (nvbind/frozen.py).
+/* nvbind: the one-dir tree's entry point. It starts Python (the interpreter is linked
+ * into this file from the building Python's static libpython, as Debian links its own
+ * python3.X: pyi_options.build_launcher says why) through CPython's public PEP 587
+ * initialisation API, with the tree's standard library, and runs the frozen program: the
+ * module ENTRY_MODULE, whose import runs nvbind and leaves through os._exit
+ * (nvbind/frozen.py).
  *
  * It takes the place of PyInstaller's one-dir bootloader in the tree (nvbind.spec builds
  * it; dist/nvbind, the one-file build, keeps PyInstaller's own). Every container start

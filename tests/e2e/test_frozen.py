@@ -94,6 +94,17 @@ def test_planted_python_files_never_run(installed, sim_root, tmp_path):
     assert mark.exists()
 
 
+def test_launcher_carries_the_interpreter(installed):
+    """The launcher is linked with the interpreter, a position-dependent executable: the
+    tree carries no libpython to relocate at every start."""
+    internal = os.path.join(os.path.dirname(installed), "_internal")
+    assert not [n for n in os.listdir(internal) if n.startswith("libpython")]
+    with open(installed, "rb") as f:
+        assert int.from_bytes(f.read(18)[16:], "little") == 2          # ET_EXEC
+    r = subprocess.run([installed, "--version"], capture_output=True, text=True, env={})
+    assert r.returncode == 0 and r.stdout.startswith("nvbind "), r.stderr
+
+
 def test_tree_finds_its_own_libraries(installed):
     """Every ELF object in the tree that needs a library the tree carries finds that copy
     through its own RUNPATH ($ORIGIN-relative), with no LD_LIBRARY_PATH (PyInstaller's
@@ -124,7 +135,7 @@ def test_tree_finds_its_own_libraries(installed):
                 assert where and os.path.realpath(where.group(1)) == os.path.join(internal, lib), \
                     (p, lib, out)
                 checked += 1
-    assert checked >= 3         # the launcher (libpython), _ctypes (libffi), zlib (libz)...
+    assert checked >= 3         # _ctypes (libffi), zlib (libz), _hashlib (libcrypto)...
 
 
 def test_podman_precreate_frozen(installed, live_env, tmp_path_factory):
