@@ -25,6 +25,17 @@
  *   - sys.executable this file's real path (/proc/self/exe), sys.frozen True and
  *     sys._MEIPASS _internal/, as PyInstaller's one-dir bootloader sets them.
  * Nothing from the image or the container is involved: the hook runs from the host.
+ *
+ * nvbind's own modules are frozen (FROZEN_MODULES): CPython's frozen-module table, as
+ * for its own os, codecs and io, which build_launcher in packaging/pyi_options.py
+ * generates from the tree's .pyc files. A hook run imports some 25 of them, and each
+ * import through the path finder stats, opens and reads a file in Python code (~45 us,
+ * ~1 ms of a GPU request). The table's entries read their code from one file,
+ * _internal/nvbind.frozen (pread into a buffer freed once unmarshalled), rather than
+ * from this file's mapped pages: those would stay in the hook's memory (~0.3 MiB more
+ * peak RSS for the createContainer hook). sys._stdlib_dir is _internal/, so that each
+ * frozen module's __file__ and each frozen package's __path__ name their place in the
+ * tree (nvbind/data/ is found beside them), as CPython's frozen importer derives them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,6 +52,60 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define DYNLOAD "python" STR(PY_MAJOR_VERSION) "." STR(PY_MINOR_VERSION) "/lib-dynload"
+
+#ifdef FROZEN_MODULES
+#include <marshal.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+extern const struct _frozen nvbind_frozen_modules[];
+extern const unsigned char nvbind_frozen_token[16];     /* the data file's first bytes */
+extern const long nvbind_frozen_size;                   /* and its size */
+PyObject *nvbind_frozen_load(long off, int size);
+static char frozen_path[PATH_MAX];
+static int frozen_fd = -1;
+
+static PyObject *frozen_error(const char *what) {
+    return PyErr_Format(PyExc_ImportError, "nvbind: %s: %s", frozen_path, what);
+}
+
+/* The code object of a frozen module: SIZE bytes at OFF in the data file (the table's
+ * get_code functions, generated, call this). The file is opened once, and must be the one
+ * this launcher was built with: its size and its first 16 bytes (a digest of the rest). */
+PyObject *nvbind_frozen_load(long off, int size) {
+    if (frozen_fd < 0) {
+        unsigned char token[sizeof nvbind_frozen_token];
+        struct stat st;
+        int fd = open(frozen_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return frozen_error(strerror(errno));
+        if (fstat(fd, &st) < 0 || st.st_size != nvbind_frozen_size
+            || pread(fd, token, sizeof token, 0) != (ssize_t)sizeof token
+            || memcmp(token, nvbind_frozen_token, sizeof token) != 0) {
+            close(fd);
+            return frozen_error("not the file this launcher was built with");
+        }
+        frozen_fd = fd;
+    }
+    char *buf = PyMem_RawMalloc(size);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    ssize_t got = 0;
+    while (got < size) {
+        ssize_t r = pread(frozen_fd, buf + got, size - got, off + got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            PyMem_RawFree(buf);
+            return frozen_error(r < 0 ? strerror(errno) : "short file");
+        }
+        got += r;
+    }
+    PyObject *code = PyMarshal_ReadObjectFromString(buf, size);
+    PyMem_RawFree(buf);
+    return code;
+}
+#endif
 
 static void die(const char *what) {
     fprintf(stderr, "nvbind: error: %s\n", what);
@@ -103,12 +168,18 @@ int main(int argc, char **argv) {
         die("path too long");
     add_path(&c, path);
     check(PyConfig_SetBytesArgv(&c, argc, argv), &c);
+#ifdef FROZEN_MODULES
+    if (snprintf(frozen_path, sizeof frozen_path, "%s/nvbind.frozen", home) >= (int)sizeof frozen_path)
+        die("path too long");
+    PyImport_FrozenModules = nvbind_frozen_modules;
+#endif
     check(Py_InitializeFromConfig(&c), &c);
     PyConfig_Clear(&c);
 
     PyObject *meipass = PyUnicode_DecodeFSDefault(home);
     if (meipass == NULL || PySys_SetObject("frozen", Py_True) < 0
-        || PySys_SetObject("_MEIPASS", meipass) < 0) {
+        || PySys_SetObject("_MEIPASS", meipass) < 0
+        || PySys_SetObject("_stdlib_dir", meipass) < 0) {
         PyErr_Print();
         _exit(1);
     }

@@ -94,15 +94,40 @@ def test_planted_python_files_never_run(installed, sim_root, tmp_path):
     assert mark.exists()
 
 
-def test_launcher_carries_the_interpreter(installed):
-    """The launcher is linked with the interpreter, a position-dependent executable: the
-    tree carries no libpython to relocate at every start."""
-    internal = os.path.join(os.path.dirname(installed), "_internal")
+def test_launcher_carries_the_interpreter_and_nvbind(installed, sim_root, tmp_path):
+    """The launcher is linked with the interpreter (a position-dependent executable: the
+    tree carries no libpython to relocate at every start) and carries nvbind's modules
+    frozen, their code read from _internal/nvbind.frozen: a hook run opens no .pyc file of
+    nvbind's, and a data file that is not the one the launcher was built with is refused
+    with one clean line."""
+    import shutil
+    tree = os.path.dirname(installed)
+    internal = os.path.join(tree, "_internal")
     assert not [n for n in os.listdir(internal) if n.startswith("libpython")]
     with open(installed, "rb") as f:
         assert int.from_bytes(f.read(18)[16:], "little") == 2          # ET_EXEC
-    r = subprocess.run([installed, "--version"], capture_output=True, text=True, env={})
-    assert r.returncode == 0 and r.stdout.startswith("nvbind "), r.stderr
+    assert not [f for _, _, fs in os.walk(os.path.join(internal, "nvbind")) for f in fs
+                if f.endswith(".pyc")]
+    cfg = json.dumps(base_config(env=["NVIDIA_VISIBLE_DEVICES=1"]))
+    r = subprocess.run(["strace", "-f", "-e", "trace=openat,open", "-o", str(tmp_path / "trace"),
+                        installed, "--root", sim_root, "hook", "precreate"], input=cfg,
+                       capture_output=True, text=True, env={"NVBIND_LOG": "off"})
+    if r.returncode == 127 or not (tmp_path / "trace").exists():
+        pytest.skip("strace not installed")
+    assert r.returncode == 0 and "/dev/nvidia1" in r.stdout, r.stderr
+    opened = (tmp_path / "trace").read_text()
+    assert os.path.join(internal, "nvbind.frozen") in opened
+    assert not re.findall(re.escape(os.path.join(internal, "nvbind")) + r"/[^\"]*\.pyc", opened), opened
+    # the data file of another build (a byte changed): refused, nothing runs
+    copy = tmp_path / "tree"
+    shutil.copytree(tree, copy, symlinks=True)
+    data = copy / "_internal" / "nvbind.frozen"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 1
+    data.write_bytes(bytes(raw))
+    r = subprocess.run([str(copy / "nvbind"), "--version"], capture_output=True, text=True, env={})
+    assert r.returncode != 0 and "nvbind " not in r.stdout
+    assert "not the file this launcher was built with" in r.stderr, r.stderr
 
 
 def test_tree_finds_its_own_libraries(installed):
