@@ -75,6 +75,8 @@ def run(argv: list[str]) -> int:
     if verb == "runtime":
         from nvbind.doors import shim
         return shim.run(settings, rest)
+    import gc
+    gc.enable()         # off for the hooks and the shim in the frozen program (frozen.py)
     from nvbind import admin
     return admin.main(settings, verb, rest)
 

@@ -7,9 +7,17 @@ Every file nvbind wrote is closed by then (atomic writes, the log line) and no t
 atexit handler is left, so the process leaves without the interpreter's teardown (freeing
 every module and object: ~3 ms of each hook run), after the last of stdout and stderr; a
 flush that fails exits 120, as the interpreter's own exit does.
+
+The cyclic garbage collector is off from here: a hook or shim process lives for
+milliseconds and ends through os._exit, and the collector's passes over the objects its
+imports create cost each GPU precreate ~0.2 ms (make bench). The admin verbs, some of
+which run for days (metrics --listen, device-plugin), turn it back on (cli.run).
 """
+import gc
 import os
 import sys
+
+gc.disable()
 
 from nvbind.cli import main
 

@@ -228,3 +228,20 @@ def test_cdi_generate_fast_path_fuzzed_against_argparse():
         if fast is not None:
             assert vars(fast) == slow, rest
     check()
+
+
+def test_admin_verbs_turn_the_collector_back_on(sim_root, tmp_path, monkeypatch, capsys):
+    """The frozen entry turns the cyclic garbage collector off for the short hook and shim
+    processes (nvbind/frozen.py); an admin verb, which may serve for days (metrics
+    --listen, device-plugin), runs with it on again."""
+    import gc
+
+    from nvbind import cli
+    monkeypatch.setenv("NVBIND_CACHE_DIR", str(tmp_path))
+    gc.disable()
+    try:
+        assert cli.run(["--root", sim_root, "info", "--json"]) == 0
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+    assert json.loads(capsys.readouterr().out)["driver_version"]
