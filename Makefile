@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := runc crun podman uidmap busybox-static gcc libc6-dev python3-venv binutils strace time \
   debootstrap docker.io containerd buildah musl-tools python3-dev patchelf
-# make dist: musl-tools (the shim's front end), python3-dev (Python.h for the tree's
-# launcher, where the Python is Debian's), patchelf ($ORIGIN RUNPATHs in the tree)
+# make dist: musl-tools (the shim's front end), python3-dev (Python.h and the static
+# libpython3.11.a linked into the tree's launcher, where the Python is Debian's), patchelf
+# ($ORIGIN RUNPATHs in the tree)
 # make deb: lintian; its test: systemd-analyze, man
 DEB_PKGS := dpkg-dev lintian systemd man-db
 SIM ?= .sim
