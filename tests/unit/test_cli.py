@@ -245,3 +245,25 @@ def test_admin_verbs_turn_the_collector_back_on(sim_root, tmp_path, monkeypatch,
     finally:
         gc.enable()
     assert json.loads(capsys.readouterr().out)["driver_version"]
+
+
+def test_a_child_with_imports_closed_loads_no_module_from_a_file(tmp_path):
+    """sysio.child.imports_closed, which the live injection's child calls before it joins
+    the container's mount namespace: a module file on the path (here: planted first on
+    it) is not loaded; built-in modules and those already loaded still are."""
+    import subprocess
+    import sys
+    (tmp_path / "planted.py").write_text("open(__file__ + '.ran', 'w')\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from nvbind.sysio import child; child.imports_closed()\n"
+            "import _signal, os  # built-in, and loaded before\n"
+            "try:\n    import planted\nexcept ImportError:\n    print('refused')\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                       env={"PYTHONPATH": os.path.join(REPO, "hook")}, timeout=60)
+    assert r.returncode == 0 and r.stdout == "refused\n", r.stderr
+    assert not (tmp_path / "planted.py.ran").exists()
+    # and the planted module is real: without imports_closed it runs
+    r = subprocess.run([sys.executable, "-c", code.replace("child.imports_closed()", "pass"),
+                        str(tmp_path)], capture_output=True, text=True,
+                       env={"PYTHONPATH": os.path.join(REPO, "hook")}, timeout=60)
+    assert (tmp_path / "planted.py.ran").exists(), r.stderr

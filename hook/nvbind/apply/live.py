@@ -74,12 +74,16 @@ def _in_child(nsfd, rootfs, ed, prepared, ldfd, driver_version) -> list[str]:
     bounded (sysio.child): dies with the hook, holds none of the runtime's pipes, killed
     at child.LIVE seconds."""
     from nvbind.sysio import child as bounded
+    # every module the child runs, loaded before it joins the container's namespace
+    from nvbind.apply import compat  # noqa: F401
+    from nvbind.sysio import deadline  # noqa: F401
     parent = os.getpid()
     r, w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child, reported through the pipe
         code = 1
         try:
+            bounded.imports_closed()
             bounded.setup(parent)
             os.close(r)
             nsys.setns(nsfd, nsys.CLONE_NEWNS)

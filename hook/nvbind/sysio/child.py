@@ -31,6 +31,18 @@ def setup(parent: int, stderr: int | None = None) -> None:
     stdio(stderr)
 
 
+def imports_closed() -> None:
+    """In a child about to join a container's mount namespace, where the paths the import
+    system searches could name the image's files (a runtime that runs the hook after
+    pivot_root; runc and crun run createRuntime before it): from here only built-in and
+    frozen modules load (nvbind's own are frozen in the frozen build, read through a file
+    opened before the fork). The caller imports everything the child runs before forking;
+    an import it missed fails instead of searching the image."""
+    import sys
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if getattr(f, "__name__", None) in ("BuiltinImporter", "FrozenImporter")]
+
+
 def stdio(stderr: int | None) -> None:
     """stdin and stdout on /dev/null (they are the engine's pipes: nothing of theirs may
     hold them), stderr on `stderr` (2: left as it is; None: /dev/null)."""
