@@ -141,7 +141,9 @@ nvbind.host.procfs nvbind.core.edits nvbind.host.inventory nvbind.host.cache nvb
 def frozen_modules(internal, package, out_c):
     """Freeze every module of PACKAGE in the tree (INTERNAL/PACKAGE/**/*.pyc, as PyInstaller
     compiled them, optimize=2) for the launcher (packaging/frontend/nvbind.c says why):
-    their marshalled code into INTERNAL/nvbind.frozen (after a 16-byte digest of it), and
+    their marshalled code into INTERNAL/nvbind.frozen (after a 16-byte digest of it, which
+    the launcher compares with its own copy: a check against a tree mixed from two builds;
+    the tree is root's and as trusted as the launcher), and
     into OUT_C CPython's frozen-module table (struct _frozen, cpython/import.h) whose
     entries read it from there (get_code; CPython takes an entry with no code bytes as
     excluded, so each names one placeholder byte). The .pyc files are removed. Returns

@@ -23,8 +23,9 @@ from nvbind.cli import main
 
 _rc = main()
 try:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for _stream in (sys.stdout, sys.stderr):
+        if _stream is not None:         # None: started with that descriptor closed
+            _stream.flush()
 except (OSError, ValueError):
     _rc = _rc or 120
 os._exit(_rc if isinstance(_rc, int) else 1)

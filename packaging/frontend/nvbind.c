@@ -70,16 +70,27 @@ static PyObject *frozen_error(const char *what) {
 }
 
 /* The code object of a frozen module: SIZE bytes at OFF in the data file (the table's
- * get_code functions, generated, call this). The file is opened once, and must be the one
- * this launcher was built with: its size and its first 16 bytes (a digest of the rest). */
+ * get_code functions, generated, call this). The file is opened once, without following a
+ * link, and must be a regular file of this build: its size and its first 16 bytes (a
+ * digest of the rest, written by the build) are the ones compiled in here. That check is
+ * against a tree mixed from two builds, not an integrity check: the tree is root's, as
+ * trusted as this file. Its descriptor is kept above stdio (a hook started with stdin or
+ * stdout closed would get 0 or 1, which a forked child's stdio setup replaces). */
 PyObject *nvbind_frozen_load(long off, int size) {
     if (frozen_fd < 0) {
         unsigned char token[sizeof nvbind_frozen_token];
         struct stat st;
-        int fd = open(frozen_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        int fd = open(frozen_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
             return frozen_error(strerror(errno));
-        if (fstat(fd, &st) < 0 || st.st_size != nvbind_frozen_size
+        if (fd < 3) {
+            int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+            close(fd);
+            if (high < 0)
+                return frozen_error(strerror(errno));
+            fd = high;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != nvbind_frozen_size
             || pread(fd, token, sizeof token, 0) != (ssize_t)sizeof token
             || memcmp(token, nvbind_frozen_token, sizeof token) != 0) {
             close(fd);
@@ -103,6 +114,10 @@ PyObject *nvbind_frozen_load(long off, int size) {
     }
     PyObject *code = PyMarshal_ReadObjectFromString(buf, size);
     PyMem_RawFree(buf);
+    if (code != NULL && !PyCode_Check(code)) {
+        Py_DECREF(code);
+        return frozen_error("not a code object");
+    }
     return code;
 }
 #endif
@@ -189,7 +204,18 @@ int main(int argc, char **argv) {
      * it (SystemExit included) ends the way the interpreter ends on one */
     PyObject *m = PyImport_ImportModule(ENTRY_MODULE);
     if (m == NULL) {
-        PyErr_Print();      /* SystemExit: exits with its code */
+        if (PyErr_ExceptionMatches(PyExc_SystemExit))
+            PyErr_Print();      /* exits with its code */
+        /* anything else (nvbind catches its own errors: this is the tree itself failing)
+         * is one line, as nvbind reports every error */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *text = value != NULL ? PyObject_Str(value) : NULL;
+        const char *msg = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+        fprintf(stderr, "nvbind: error: internal: %s: %s\n",
+                type != NULL ? ((PyTypeObject *)type)->tp_name : "error", msg != NULL ? msg : "");
+        fflush(stderr);
         _exit(1);
     }
     Py_DECREF(m);

@@ -127,7 +127,25 @@ def test_launcher_carries_the_interpreter_and_nvbind(installed, sim_root, tmp_pa
     data.write_bytes(bytes(raw))
     r = subprocess.run([str(copy / "nvbind"), "--version"], capture_output=True, text=True, env={})
     assert r.returncode != 0 and "nvbind " not in r.stdout
+    assert r.stderr.startswith("nvbind: error: ") and r.stderr.count("\n") == 1, r.stderr
     assert "not the file this launcher was built with" in r.stderr, r.stderr
+    # this build's file with something other than code where a module's code is
+    raw[0] ^= 1
+    raw[16:17] = b"N"           # marshal's None, where the nvbind package's code starts
+    data.write_bytes(bytes(raw))
+    r = subprocess.run([str(copy / "nvbind"), "--version"], capture_output=True, text=True, env={})
+    assert r.returncode != 0 and "not a code object" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # started with stdin and stdout closed, its descriptor is not 0 or 1 (which a forked
+    # child's stdio setup replaces with /dev/null)
+    r = subprocess.run(["strace", "-f", "-e", "trace=openat,fcntl", "-o", str(tmp_path / "fds"),
+                        "/bin/sh", "-c", f"exec {installed} --root {sim_root} info --json <&- >&-"],
+                       capture_output=True, text=True, env={"NVBIND_LOG": "off"})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    calls = (tmp_path / "fds").read_text()
+    fd = int(re.search(r'nvbind\.frozen", .* = (\d+)', calls).group(1))
+    assert fd == 0, calls       # the lowest free one: stdin's
+    moved = re.search(rf"fcntl\({fd}, F_DUPFD_CLOEXEC, 3\) += (\d+)", calls)
+    assert moved and int(moved.group(1)) >= 3, calls
 
 
 def test_tree_finds_its_own_libraries(installed):
