@@ -89,23 +89,27 @@ def relocatable_tree(tree, patchelf):
     """Every ELF object in TREE/_internal that needs a library the tree carries finds it
     through a RUNPATH relative to itself ($ORIGIN/...), not through LD_LIBRARY_PATH (which
     PyInstaller's bootloader set by executing itself again); other RUNPATHs (the build
-    machine's, e.g. /root/.pyenv/versions/X/lib) are removed."""
+    machine's, e.g. /root/.pyenv/versions/X/lib) are removed. Returns {object: the
+    libraries it needs}."""
     import os
     import subprocess
     internal = os.path.join(tree, "_internal")
     bundled = {n for n in os.listdir(internal) if ".so" in n and _elf(os.path.join(internal, n))}
+    needs = {}
     for d, _dirs, files in os.walk(internal):
         for n in files:
             p = os.path.join(d, n)
             if not _elf(p):
                 continue
             needed, has_path = _needed(p)
+            needs[p] = needed
             if bundled & set(needed):
                 rel = os.path.relpath(internal, d)
                 rp = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
                 subprocess.run([patchelf, "--set-rpath", rp, p], check=True, timeout=120)
             elif has_path:
                 subprocess.run([patchelf, "--remove-rpath", p], check=True, timeout=120)
+    return needs
 
 
 def static_libpython():
@@ -124,18 +128,6 @@ def static_libpython():
     for var in ("LIBS", "MODLIBS", "SYSLIBS"):
         libs += [f for f in (v(var) or "").split() if f.startswith("-l") and f not in libs]
     return archive, libs
-
-
-# What the createContainer entry imports, then precreate (python -X importtime -m nvbind
-# hook ...): frozen_modules' order, which only decides which pages a hook reads.
-FROZEN_FIRST = """nvbind nvbind.errors nvbind.cli nvbind.settings nvbind.doors nvbind.doors.create_container
-nvbind.fastjson nvbind.oci nvbind.apply nvbind.apply.leases nvbind.sysio nvbind.sysio.atomic
-nvbind.sysio.trust nvbind.sysio.syscalls nvbind.sysio.root nvbind.apply.ldcache
-nvbind.apply.compat nvbind.sysio.child nvbind.frozen nvbind.log
-nvbind.doors.precreate nvbind.core nvbind.core.capabilities nvbind.record nvbind.core.request
-nvbind.core.grant nvbind.decide nvbind.core.profiles nvbind.host nvbind.host.model
-nvbind.host.procfs nvbind.core.edits nvbind.host.inventory nvbind.host.cache nvbind.apply.spec
-""".split()
 
 
 def frozen_modules(internal, package, out_c):
@@ -158,10 +150,8 @@ def frozen_modules(internal, package, out_c):
                 parts = os.path.relpath(os.path.join(d, n), internal)[:-4].split(os.sep)
                 is_pkg = parts[-1] == "__init__"
                 found[".".join(parts[:-1] if is_pkg else parts)] = (os.path.join(d, n), is_pkg)
-    # the hook stages' modules first, in the order they import them: fewer pages to read
-    order = [m for m in FROZEN_FIRST if m in found] + sorted(set(found) - set(FROZEN_FIRST))
     rows, loaders, blob = [], [], bytearray()
-    for i, name in enumerate(order):
+    for i, name in enumerate(sorted(found)):
         p, is_pkg = found[name]
         with open(p, "rb") as f:
             data = f.read()
@@ -201,7 +191,7 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
     interpreter's data at start (libpython3.11.so has ~37,000 relocations, and every page
     of its 1.2 MiB of writable data became private memory in every hook process), and the
     interpreter's calls into itself are direct, not through the PLT. Measured on the
-    createContainer hook: peak RSS 9.2 -> 8.1 MiB; the empty program 0.6 ms faster and a
+    createContainer hook: peak RSS 9.0 -> 8.1 MiB; the empty program 0.6 ms faster and a
     precreate GPU request 1.4 ms (make bench). The tree then carries no libpython (kept
     only beside a kept bootloader, which loads it); its extension modules resolve the C
     API from the launcher (--export-dynamic), as they do from Debian's python3.X.
@@ -213,6 +203,7 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
     import subprocess
     import sys
     import sysconfig
+    import tempfile
     patchelf = shutil.which("patchelf")
     if patchelf is None:
         raise SystemExit("nvbind.spec: patchelf not found (Debian: apt-get install patchelf; "
@@ -223,15 +214,17 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
                          "python3-dev; `make setup` does)")
     archive, libs = static_libpython()
     internal = os.path.join(tree, "_internal")
-    relocatable_tree(tree, patchelf)
+    needs = relocatable_tree(tree, patchelf)
     out = os.path.join(tree, name)
     if keep_bootloader_as:
         os.replace(out, os.path.join(tree, keep_bootloader_as))
     else:
         os.unlink(out)      # PyInstaller's one-dir bootloader
+        for p, needed in needs.items():
+            if any(n.startswith("libpython") for n in needed):
+                raise SystemExit(f"nvbind.spec: {p} needs libpython, which the tree no longer carries")
         for p in glob.glob(os.path.join(internal, "libpython3*.so*")):
             os.unlink(p)    # nothing left loads it
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="nvbind-launcher-") as work:
         extra = []
         if freeze:
@@ -255,7 +248,3 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
     # from _internal; with none, no RUNPATH (the loader would look there for libc first)
     if any(os.path.exists(os.path.join(internal, n)) for n in _needed(out)[0]):
         subprocess.run([patchelf, "--set-rpath", "$ORIGIN/_internal", out], check=True, timeout=120)
-    if not keep_bootloader_as:
-        for p in glob.glob(os.path.join(internal, "**", "*.so*"), recursive=True):
-            if _elf(p) and any(n.startswith("libpython") for n in _needed(p)[0]):
-                raise SystemExit(f"nvbind.spec: {p} needs libpython, which the tree no longer carries")
