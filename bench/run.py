@@ -55,7 +55,8 @@ def ensure_builds():
     if not (os.path.exists(ONEFILE) and os.path.exists(ONEDIR)):
         raise SystemExit("bench: dist/ missing, run `make dist` (make bench does)")
     inputs = [os.path.join(REPO, "packaging", f) for f in
-              ("floor.spec", "floor_entry.py", "pyi_options.py", "frontend/nvbind.c")]
+              ("floor.spec", "floor_entry.py", "pyi_options.py", "frontend/nvbind.c",
+               "frontend/nvbind_sys.c")]
     if not os.path.exists(FLOOR_PYI) or os.path.getmtime(FLOOR) < max(map(os.path.getmtime, inputs)):
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "pyinstaller"), "--noconfirm",
                         "--log-level", "WARN", "--distpath", "build/floor-dist", "--workpath",

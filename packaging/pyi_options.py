@@ -196,7 +196,8 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
     only beside a kept bootloader, which loads it); its extension modules resolve the C
     API from the launcher (--export-dynamic), as they do from Debian's python3.X.
 
-    FREEZE: a package whose modules are frozen into the launcher (frozen_modules)."""
+    FREEZE: a package whose modules are frozen into the launcher (frozen_modules). The
+    module _nvbind_sys (nvbind_sys.c, beside SOURCE) is always built in."""
     import glob
     import os
     import shutil
@@ -241,7 +242,7 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
         subprocess.run(["gcc", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
                         "-D_FORTIFY_SOURCE=2", "-no-pie", "-Wl,-z,relro", "-Wl,-z,now",
                         f'-DENTRY_MODULE="{entry_module}"', f"-I{include}", "-o", out, source,
-                        *extra, "-Wl,--whole-archive", archive, "-Wl,--no-whole-archive", *libs,
+                        os.path.join(os.path.dirname(source), "nvbind_sys.c"), *extra, "-Wl,--whole-archive", archive, "-Wl,--no-whole-archive", *libs,
                         "-Wl,--export-dynamic"],
                        check=True, timeout=300)
     # a library the interpreter needs that the tree carries (Debian's: libz, libexpat) comes

@@ -26,6 +26,9 @@
  *     sys._MEIPASS _internal/, as PyInstaller's one-dir bootloader sets them.
  * Nothing from the image or the container is involved: the hook runs from the host.
  *
+ * One module of nvbind's own is built in: _nvbind_sys (nvbind_sys.c), the raw system
+ * call, so that no hook loads ctypes for one.
+ *
  * nvbind's own modules are frozen (FROZEN_MODULES): CPython's frozen-module table, as
  * for its own os, codecs and io, which build_launcher in packaging/pyi_options.py
  * generates from the tree's .pyc files. A hook run imports some 25 of them, and each
@@ -122,6 +125,8 @@ PyObject *nvbind_frozen_load(long off, int size) {
 }
 #endif
 
+PyMODINIT_FUNC PyInit__nvbind_sys(void);     /* nvbind_sys.c */
+
 static void die(const char *what) {
     fprintf(stderr, "nvbind: error: %s\n", what);
     fflush(stderr);
@@ -188,6 +193,8 @@ int main(int argc, char **argv) {
         die("path too long");
     PyImport_FrozenModules = nvbind_frozen_modules;
 #endif
+    if (PyImport_AppendInittab("_nvbind_sys", PyInit__nvbind_sys) < 0)
+        die("cannot register _nvbind_sys");
     check(Py_InitializeFromConfig(&c), &c);
     PyConfig_Clear(&c);
 

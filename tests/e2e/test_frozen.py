@@ -195,7 +195,10 @@ def test_podman_precreate_frozen(installed, live_env, tmp_path_factory):
         subprocess.run(pm.base() + ["system", "reset", "--force"], capture_output=True)
 
 
-def test_runc_create_runtime_frozen(installed, live_env, tmp_path):
+@pytest.mark.parametrize("runtime", ["runc", "runc-v2"])
+def test_runc_create_runtime_frozen(installed, live_env, tmp_path, runtime):
+    """Through the launcher's built-in system calls (_nvbind_sys): the mounts, and on
+    cgroup v2 the BPF device program, whose attributes hold pointers to its buffers."""
     import engines
     root, image = live_env
     log = str(tmp_path / "log")
@@ -203,9 +206,11 @@ def test_runc_create_runtime_frozen(installed, live_env, tmp_path):
                                  ["NVIDIA_VISIBLE_DEVICES=1"],
                                  {"createRuntime": [engines.nvbind_hook("createRuntime", root, log,
                                                                         exe=installed)]})
-    r = engines.run_bundle(bundle, "frozen-live")
+    r = engines.run_bundle(bundle, f"frozen-live-{runtime}", runtime)
     assert r.returncode == 0, r.stderr
     assert "open /dev/nvidia1: ENXIO" in r.stdout and "dlopen libcuda.so.1: OK" in r.stdout
+    entry = json.loads(open(log).read().splitlines()[-1])
+    assert ("cgroup v2" if runtime == "runc-v2" else "cgroup v1") in entry["done"][0]
 
 
 def test_admin_verbs_frozen(installed, sim_root, tmp_path):

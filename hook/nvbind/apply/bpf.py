@@ -58,53 +58,47 @@ def _attr(fmt: str, *vals) -> bytearray:
 
 
 def attached(cgroup_fd: int) -> list[int]:
-    ids = (struct.calcsize("<I") * 64)
-    import ctypes
-    buf = ctypes.create_string_buffer(ids)
-    a = _attr("<IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(buf), 64)
-    _, out = nsys.bpf(BPF_PROG_QUERY, a)
-    count = struct.unpack_from("<I", out, 24)[0]
-    return list(struct.unpack_from(f"<{count}I", buf.raw))
+    ids = bytearray(4 * 64)
+    a = _attr("<IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0, nsys.address(ids), 64)
+    nsys.bpf(BPF_PROG_QUERY, a)
+    count = struct.unpack_from("<I", a, 24)[0]
+    return list(struct.unpack_from(f"<{count}I", ids))
 
 
 def program_fd(prog_id: int) -> int:
-    fd, _ = nsys.bpf(BPF_PROG_GET_FD_BY_ID, _attr("<I", prog_id))
-    return fd
+    return nsys.bpf(BPF_PROG_GET_FD_BY_ID, _attr("<I", prog_id))
 
 
 def instructions(prog_fd: int) -> bytes:
-    import ctypes
-    info = ctypes.create_string_buffer(256)
-    nsys.bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, 256, ctypes.addressof(info)))
-    ptype, _pid = struct.unpack_from("<II", info.raw, 0)
-    xlated_len = struct.unpack_from("<I", info.raw, 20)[0]
+    info = bytearray(256)
+    nsys.bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, 256, nsys.address(info)))
+    ptype, _pid = struct.unpack_from("<II", info, 0)
+    xlated_len = struct.unpack_from("<I", info, 20)[0]
     if ptype != BPF_PROG_TYPE_CGROUP_DEVICE:
         raise NvbindError(f"attached program has type {ptype}, not a device program")
     if not xlated_len:
         raise NvbindError("the kernel does not show the device program's instructions")
-    code = ctypes.create_string_buffer(xlated_len)
-    info2 = ctypes.create_string_buffer(256)
+    code = bytearray(xlated_len)
+    info2 = bytearray(256)
     struct.pack_into("<II", info2, 16, 0, xlated_len)
-    struct.pack_into("<Q", info2, 32, ctypes.addressof(code))
-    nsys.bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, 256, ctypes.addressof(info2)))
-    return code.raw
+    struct.pack_into("<Q", info2, 32, nsys.address(code))
+    nsys.bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, 256, nsys.address(info2)))
+    return bytes(code)
 
 
 def load(code: bytes) -> int:
-    import ctypes
-    insns = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(b"Apache-2.0")
-    log = ctypes.create_string_buffer(65536)
-    a = _attr("<IIQQIIQ", BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8, ctypes.addressof(insns),
-              ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
+    insns = bytearray(code)
+    lic = bytearray(b"Apache-2.0\0")
+    log = bytearray(65536)
+    a = _attr("<IIQQIIQ", BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8, nsys.address(insns),
+              nsys.address(lic), 1, len(log), nsys.address(log))
     struct.pack_into("<16s", a, 48, b"nvbind_devices")
     try:
-        fd, _ = nsys.bpf(BPF_PROG_LOAD, a)
+        return nsys.bpf(BPF_PROG_LOAD, a)
     except OSError as e:
-        msg = log.value.decode(errors="replace").strip().splitlines()
+        msg = log.split(b"\0", 1)[0].decode(errors="replace").strip().splitlines()
         raise NvbindError(f"loading the device program failed: {e.strerror}"
                           + (f" ({msg[-1]})" if msg else "")) from None
-    return fd
 
 
 def allow(cgroup_dir: str, devices: list[tuple[int, int]]) -> str:

@@ -143,8 +143,8 @@ class _Locked:
                               | os.O_NONBLOCK, 0o600)
         except OSError as e:
             raise NvbindError(f"lease directory {self.dir}: {e.strerror}") from None
-        # flock through libc (sysio.syscalls, which a register and an acquire load anyway
-        # for the rootfs and the mounts), not the fcntl extension module (~0.4 ms to load)
+        # flock(2) through sysio.syscalls (which a register and an acquire load anyway for
+        # the rootfs and the mounts), not the fcntl extension module (~0.4 ms to load)
         from nvbind.sysio import syscalls
         try:
             syscalls.flock(self.fd, syscalls.LOCK_EX)

@@ -25,7 +25,7 @@ def setup(parent: int, stderr: int | None = None) -> None:
     """In the child, right after fork. `parent`: os.getpid() of the parent before the fork
     (if it is gone already, the death signal would never come: exit now)."""
     from nvbind.sysio import syscalls
-    syscalls.libc().prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    syscalls.prctl(PR_SET_PDEATHSIG, SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
     stdio(stderr)

@@ -1,15 +1,15 @@
 """The few raw system calls nvbind needs (unshare, mount, setns, prctl, openat2, the new
-mount API, bpf, flock and memfd seals), in one place.
+mount API, bpf, flock and memfd seals), in one place, each made by its number.
 
-Foreign calls go through `_ctypes`, the C core of the standard `ctypes` package, with the
-two scalar types they need declared here: importing `ctypes` itself (struct, _endian and
-every c_* type) cost each createContainer and createRuntime hook ~3 ms. Every integer
-argument is passed as a C long (`_arg`), so no 64-bit parameter ever reads a 32-bit value's
-undefined upper half. Only the BPF device filter (apply/bpf.py) still needs full ctypes,
-for its string buffers.
+In the frozen tree they go through `_nvbind_sys`, a module built into the launcher
+(packaging/frontend/nvbind_sys.c): loading `_ctypes` and libffi for them cost the
+createContainer hook ~0.6 MiB of peak RSS and ~0.5 ms. Elsewhere (source runs, the
+one-file build) through libc's syscall() by `_ctypes`, the C core of the standard
+`ctypes` package, with the one scalar type it needs declared here. Either way every
+integer argument is passed as a C long, so no 64-bit parameter ever reads a 32-bit
+value's undefined upper half, and a call returns the kernel's result or -errno.
 """
 
-import _ctypes
 import os
 import sys
 
@@ -22,67 +22,99 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 RTLD_NOW = 2
 
-
-class _Long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class _Int(_ctypes._SimpleCData):
-    _type_ = "i"
-
-
-class _Fn(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = _Int
-
-
-class _LongFn(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = _Long
+# the numbers (arch/x86/entry/syscalls/syscall_64.tbl; asm-generic/unistd.h for aarch64);
+# tests/unit/test_syscalls.py compares them with this machine's <sys/syscall.h>
+_NR = {
+    "x86_64": {"unshare": 272, "mount": 165, "setns": 308, "prctl": 157, "flock": 73,
+               "fcntl": 72, "bpf": 321, "open_tree": 428, "move_mount": 429, "openat2": 437,
+               "mount_setattr": 442},
+    "aarch64": {"unshare": 97, "mount": 40, "setns": 268, "prctl": 167, "flock": 32,
+                "fcntl": 25, "bpf": 280, "open_tree": 428, "move_mount": 429, "openat2": 437,
+                "mount_setattr": 442},
+}
+MACHINE = os.uname().machine
+NR = _NR.get("aarch64" if MACHINE == "arm64" else MACHINE, {})
 
 
-class _Libc:
-    """libc's functions by name (the process's own libc: dlopen(NULL)); int results,
-    `syscall` a long one."""
+def _ctypes_syscall():
+    """syscall(nr, *args) -> result or -errno, through libc's syscall() (no _nvbind_sys)."""
+    import _ctypes
 
-    def __init__(self):
-        self._handle = _ctypes.dlopen(None, RTLD_NOW)
-        self._fns = {}
+    class Long(_ctypes._SimpleCData):
+        _type_ = "l"
 
-    def __getattr__(self, name):
-        fn = self._fns.get(name)
-        if fn is None:
-            fn = self._fns[name] = (_LongFn if name == "syscall" else _Fn)((name, self))
-        return lambda *args: fn(*[_arg(a) for a in args])
+    class Fn(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Long
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, RTLD_NOW)
+
+    fn = Fn(("syscall", Libc()))
+
+    def arg(a):
+        if isinstance(a, int):
+            return Long(a)
+        if isinstance(a, bytearray):    # written by the kernel: passed by address
+            import ctypes
+            return (ctypes.c_char * len(a)).from_buffer(a)
+        return a                        # bytes (read-only, NUL-terminated) or None
+
+    def call(nr, *args):
+        r = fn(Long(nr), *[arg(a) for a in args])
+        return -_ctypes.get_errno() if r == -1 else r
+    return call
 
 
-def _arg(a):
-    return _Long(a) if isinstance(a, int) else a
+def _ctypes_address(buf: bytearray) -> int:
+    import ctypes
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-_libc = None
+try:
+    from _nvbind_sys import address, syscall as _raw
+except ImportError:     # now, not at the first call: a forked child may have closed imports
+    _raw, address = _ctypes_syscall(), _ctypes_address
+# address(buf): where a bytearray's bytes are, for a pointer inside a structure given to
+# the kernel; the caller keeps it alive and unresized meanwhile
 
 
-def libc():
-    global _libc
-    if _libc is None:
-        _libc = _Libc()
-    return _libc
+def call(name: str, *args, path: str | None = None, what: str | None = None) -> int:
+    """The system call NAME with ARGS (ints, None, bytes; bytearrays the kernel may fill);
+    OSError naming PATH, or WHAT (else NAME), when it fails."""
+    nr = NR.get(name)
+    if nr is None:
+        raise OSError(38, f"{name}: nvbind knows no system call numbers for {MACHINE}")
+    ret = _raw(nr, *args)
+    if ret < 0:
+        err = -ret
+        if path is not None:
+            raise OSError(err, os.strerror(err), path)
+        raise OSError(err, f"{what or name}: {os.strerror(err)}")
+    return ret
 
 
-def _check(ret, what):
-    if ret != 0:
-        err = _ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+def _path(p: str | None) -> bytes | None:
+    """A path argument: bytes the kernel reads up to their NUL, so none may hold one."""
+    if p is None:
+        return None
+    b = os.fsencode(p)
+    if b"\0" in b:
+        raise ValueError(f"path {p!r} holds a NUL character")
+    return b
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(flags), "unshare")
+    call("unshare", flags)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None):
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _check(libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    call("mount", _path(source), _path(target), _path(fstype), flags, _path(data),
+         what=f"mount {target}")
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    call("prctl", option, arg2, 0, 0, 0)
 
 
 LOCK_EX = 2
@@ -92,16 +124,17 @@ F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
 
 def flock(fd: int, op: int) -> None:
     """flock(2), retried when a signal interrupts it (as fcntl.flock is, PEP 475)."""
-    import errno
-    while libc().flock(fd, op) != 0:
-        err = _ctypes.get_errno()
-        if err != errno.EINTR:
-            raise OSError(err, f"flock: {os.strerror(err)}")
+    while True:
+        try:
+            call("flock", fd, op)
+            return
+        except InterruptedError:
+            continue
 
 
 def add_seals(fd: int, seals: int) -> None:
     """fcntl(fd, F_ADD_SEALS, seals) on a memfd."""
-    _check(libc().fcntl(fd, F_ADD_SEALS, seals), "F_ADD_SEALS")
+    call("fcntl", fd, F_ADD_SEALS, seals, what="F_ADD_SEALS")
 
 
 def private_mount_namespace() -> None:
@@ -111,12 +144,6 @@ def private_mount_namespace() -> None:
 
 
 # ---- namespaces and the new mount API (Linux 5.2+ / 5.12+ for mount_setattr) -----------
-# openat2 (437) and the new mount API share the generic numbers on x86_64 and aarch64
-NR = {"setns": 308, "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321,
-      "openat2": 437}
-if os.uname().machine in ("aarch64", "arm64"):
-    NR.update(setns=268, bpf=280)
-
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_EMPTY_PATH = 0x1000
@@ -124,17 +151,6 @@ AT_RECURSIVE = 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
-
-
-def _sys(name, *args, path: str | None = None):
-    """The raw system call; OSError (naming `path` when given) when it fails."""
-    ret = libc().syscall(NR[name], *args)
-    if ret < 0:
-        err = _ctypes.get_errno()
-        if path is not None:
-            raise OSError(err, os.strerror(err), path)
-        raise OSError(err, f"{name}: {os.strerror(err)}")
-    return ret
 
 
 def _u64s(*values: int) -> bytes:
@@ -145,30 +161,27 @@ def _u64s(*values: int) -> bytes:
 def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     # struct open_how {u64 flags, mode, resolve}
     how = _u64s(flags, 0, resolve)
-    return _sys("openat2", dirfd, os.fsencode(path), how, len(how), path=path)
+    return call("openat2", dirfd, _path(path), how, len(how), path=path)
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(libc().setns(fd, nstype), "setns")
+    call("setns", fd, nstype)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _sys("open_tree", dirfd, os.fsencode(path), flags)
+    return call("open_tree", dirfd, _path(path), flags)
 
 
 def move_mount(from_fd: int, to_fd: int) -> None:
-    _sys("move_mount", from_fd, b"", to_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    call("move_mount", from_fd, b"", to_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
 
 
 def mount_setattr(fd: int, attr_set: int, propagation: int = 0) -> None:
     # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}
     buf = _u64s(attr_set, 0, propagation, 0)
-    _sys("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, 32)
+    call("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, buf, 32)
 
 
-def bpf(cmd: int, attr: bytes | bytearray) -> tuple[int, bytes]:
-    """bpf(2) with a bpf_attr given as bytes; returns (result, attr as the kernel left it)."""
-    import ctypes
-    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
-    ret = _sys("bpf", cmd, buf, len(attr))
-    return ret, buf.raw
+def bpf(cmd: int, attr: bytearray) -> int:
+    """bpf(2) with a bpf_attr the kernel may fill in (in place)."""
+    return call("bpf", cmd, attr, len(attr))
