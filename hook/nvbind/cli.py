@@ -1,9 +1,9 @@
 """Command line: which verb, nothing else. Hook stages and the shim are parsed by hand (the
 hot path imports no argparse); the admin verbs use argparse (nvbind.admin)."""
 
-import os
 import sys
 
+from nvbind.early import getenv
 from nvbind.errors import InputError, NvbindError
 
 USAGE = """usage: nvbind [--root DIR] [--config FILE] [--log FILE] VERB ...
@@ -83,7 +83,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        if argv is None and os.path.basename(sys.argv[0]) == "nvbind-runtime":
+        if argv is None and sys.argv[0].rpartition("/")[2] == "nvbind-runtime":
             # called by docker/containerd under the runtime's name: every argument is the
             # runtime's; nvbind's own settings come from NVBIND_ROOT / NVBIND_LOG
             from nvbind.doors import shim
@@ -101,6 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one clean line, never a traceback, for engines
         print(f"nvbind: error: internal: {type(e).__name__}: {' '.join(str(e).split())}",
               file=sys.stderr)
-        if os.environ.get("NVBIND_DEBUG"):
+        if getenv("NVBIND_DEBUG"):
             raise
         return 1

@@ -14,7 +14,7 @@ imports create cost each GPU precreate ~0.2 ms (make bench). The admin verbs, so
 which run for days (metrics --listen, device-plugin), turn it back on (cli.run).
 """
 import gc
-import os
+import posix       # not os: no hook imports it before it has work (nvbind.early)
 import sys
 
 gc.disable()
@@ -28,4 +28,4 @@ try:
             _stream.flush()
 except (OSError, ValueError):
     _rc = _rc or 120
-os._exit(_rc if isinstance(_rc, int) else 1)
+posix._exit(_rc if isinstance(_rc, int) else 1)

@@ -4,7 +4,7 @@ Engines often drop a hook's stderr (podman prints only "exit status 2"), so the 
 where an operator finds out why a container did not get its GPU.
 """
 
-import os
+import posix      # not os: every hook logs, most before they load it (nvbind.early)
 import sys
 import time
 
@@ -38,11 +38,11 @@ def record(path: str | None, entry: dict) -> None:
     from nvbind import fastjson
     line = (fastjson.dumps(entry, sort_keys=True) + "\n").encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o640)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC
+                        | posix.O_NOFOLLOW, 0o640)
         try:
-            os.write(fd, line)
+            posix.write(fd, line)
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as e:
         print(f"nvbind: warning: cannot write log {path}: {e.strerror}", file=sys.stderr)

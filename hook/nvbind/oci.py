@@ -1,8 +1,9 @@
 """Reading what the engine hands us: OCI config.json, OCI state, bundles."""
 
-import os
+import posix      # not os: precreate reads its config before it knows it has work (nvbind.early)
 
 from nvbind import fastjson
+from nvbind.early import getenv, join
 from nvbind.errors import InputError
 
 # Hook stdin is small (a config is a few KiB); refuse absurd input instead of
@@ -20,9 +21,9 @@ def read_stdin(stream, timeout: float | None = None) -> str:
     or never closes gets an error after `timeout` seconds (NVBIND_STDIN_TIMEOUT)."""
     import stat as _stat
     fd = stream.fileno() if hasattr(stream, "fileno") else None
-    if fd is not None and not _stat.S_ISREG(os.fstat(fd).st_mode):
+    if fd is not None and not _stat.S_ISREG(posix.fstat(fd).st_mode):
         data = _read_fd(fd, timeout if timeout is not None else
-                        float(os.environ.get("NVBIND_STDIN_TIMEOUT") or STDIN_TIMEOUT))
+                        float(getenv("NVBIND_STDIN_TIMEOUT") or STDIN_TIMEOUT))
     else:
         data = stream.read(MAX_INPUT + 1)
     if isinstance(data, str):
@@ -42,9 +43,9 @@ def _read_fd(fd: int, timeout: float) -> bytes:
         with deadline.within(timeout):
             while size <= MAX_INPUT:
                 try:
-                    chunk = os.read(fd, 1 << 20)
+                    chunk = posix.read(fd, 1 << 20)
                 except BlockingIOError:     # a non-blocking pipe: wait in the read instead
-                    os.set_blocking(fd, True)
+                    posix.set_blocking(fd, True)
                     continue
                 if not chunk:
                     break
@@ -154,7 +155,7 @@ def parse_state(text: str) -> dict:
     for key in ("id", "bundle"):
         if "\0" in st[key] or len(st[key]) > 4096:
             raise InputError(f"OCI state: {key}: not a usable {'path' if key == 'bundle' else 'id'}")
-    if not os.path.isabs(st["bundle"]):
+    if not st["bundle"].startswith("/"):
         raise InputError(f"OCI state: bundle '{st['bundle']}' is not an absolute path")
     pid = st.get("pid")
     if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid < 0):
@@ -168,7 +169,7 @@ def parse_state(text: str) -> dict:
 
 def load_bundle(bundle: str) -> tuple[dict, str]:
     """(config, absolute rootfs path) of a bundle directory."""
-    path = os.path.join(bundle, "config.json")
+    path = join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
             text = read_stdin(f)
@@ -179,6 +180,7 @@ def load_bundle(bundle: str) -> tuple[dict, str]:
 
 
 def rootfs_path(bundle: str, cfg: dict) -> str:
+    import os
     root = cfg["root"]["path"]
     return os.path.normpath(root if os.path.isabs(root) else os.path.join(bundle, root))
 

@@ -11,8 +11,9 @@ that does not match (or is not ours) is ignored and rebuilt. An invalid file is 
 naming the file, the key path and the problem: the hook refuses to guess.
 """
 
-import os
+import posix      # not os: a hook's settings are read before it knows it has work (nvbind.early)
 
+from nvbind.early import abspath, fsencode, getenv, join
 from nvbind.errors import InputError
 
 DEFAULT_PATH = "/etc/nvbind/config.toml"
@@ -42,7 +43,7 @@ DEFAULTS = {
 def host_root() -> bool:
     """Root of the host: euid 0 in the initial user namespace. Rootless podman runs its hooks
     as uid 0 of a user namespace that maps it to an ordinary user: not host root."""
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         return False
     try:
         with open("/proc/self/uid_map") as f:
@@ -54,7 +55,7 @@ def host_root() -> bool:
 def host_uid() -> int:
     """This process's euid as the parent user namespace sees it (the login user of rootless
     podman's namespace), from /proc/self/uid_map; the euid itself when not mapped."""
-    euid = os.geteuid()
+    euid = posix.geteuid()
     try:
         with open("/proc/self/uid_map") as f:
             for line in f:
@@ -72,18 +73,18 @@ def user_runtime_dir() -> tuple[str | None, str]:
     the hook's own environment is read (a hook entry's `env`, never the container's), then
     /run/user/<uid> of the user the namespace maps this euid to (podman passes a hook only
     the `env` of its entry)."""
-    owner = os.geteuid()
+    owner = posix.geteuid()
     tried = []
-    for d in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{host_uid()}"):
+    for d in (getenv("XDG_RUNTIME_DIR"), f"/run/user/{host_uid()}"):
         if not d or d in tried:
             continue
         tried.append(d)
         try:
-            st = os.stat(d)
+            st = posix.stat(d)
         except OSError:
             continue
-        if os.path.isabs(d) and st.st_uid == owner and not st.st_mode & 0o022:
-            return os.path.join(d, "nvbind"), ""
+        if d.startswith("/") and st.st_uid == owner and not st.st_mode & 0o022:
+            return join(d, "nvbind"), ""
     return None, (f"running as uid {host_uid()} (not root) with no per-user runtime directory "
                   f"({' or '.join(tried) or 'XDG_RUNTIME_DIR unset'}: missing, not owned by "
                   "this user, or writable by others)")
@@ -95,7 +96,7 @@ def _defaults() -> dict:
     if host_root():
         return DEFAULTS
     d, _why = user_runtime_dir()
-    return {**DEFAULTS, "cache_dir": d or "off", "lease_dir": os.path.join(d, "leases") if d else ""}
+    return {**DEFAULTS, "cache_dir": d or "off", "lease_dir": join(d, "leases") if d else ""}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -107,6 +108,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def schema_path() -> str:
+    import os
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "config.schema.json")
 
 
@@ -155,15 +157,15 @@ def name_hash(data: bytes) -> str:
 
 
 def _cache_file(cache_dir: str, path: str) -> str:
-    return os.path.join(cache_dir, f"config-{name_hash(os.fsencode(path))}.json")
+    return join(cache_dir, f"config-{name_hash(fsencode(path))}.json")
 
 
 def load(path: str | None = None) -> dict:
     """The effective configuration (defaults + file)."""
-    explicit = path or os.environ.get("NVBIND_CONFIG")
-    path = os.path.abspath(explicit or DEFAULT_PATH)
+    explicit = path or getenv("NVBIND_CONFIG")
+    path = abspath(explicit or DEFAULT_PATH)
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except FileNotFoundError:
         if explicit:
             raise InputError(f"config file {path} does not exist") from None
@@ -173,13 +175,13 @@ def load(path: str | None = None) -> dict:
     from nvbind import fastjson
     key = [path, st.st_ino, st.st_size, st.st_mtime_ns]
     defaults = _defaults()
-    cache_dir = os.environ.get("NVBIND_CACHE_DIR") or defaults["cache_dir"]
-    if cache_dir in ("off", "") or not os.path.isabs(cache_dir):
+    cache_dir = getenv("NVBIND_CACHE_DIR") or defaults["cache_dir"]
+    if cache_dir in ("off", "") or not cache_dir.startswith("/"):
         with open(path, "rb") as f:        # no cache: validate every time
             return _merge(defaults, parse(path, f.read(1 << 20)))
     cfile = _cache_file(cache_dir, path)
     # the cache decides what gets mounted: trusted only under nvbind.sysio.trust's rule
-    from nvbind.sysio import atomic, trust
+    from nvbind.sysio import trust
     data = trust.open_trusted(cfile, 1 << 20)
     try:
         cached = fastjson.loads(data.decode(), own=True) if data is not None else None
@@ -190,6 +192,9 @@ def load(path: str | None = None) -> dict:
     with open(path, "rb") as f:
         doc = parse(path, f.read(1 << 20))
     try:
+        import os
+
+        from nvbind.sysio import atomic
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
         if trust.untrusted_dir(cache_dir) is None:
             atomic.write(cfile, fastjson.dumps({"key": key, "config": doc}), 0o644)
@@ -212,8 +217,8 @@ class Settings:
     `result` collects what a door wants in its log line; `config` is loaded on first use."""
 
     def __init__(self, argv: list[str] = (), config: dict | None = None):
-        self.root_opt = os.environ.get("NVBIND_ROOT") or None
-        self.log_opt = os.environ.get("NVBIND_LOG")
+        self.root_opt = getenv("NVBIND_ROOT") or None
+        self.log_opt = getenv("NVBIND_LOG")
         self.config_path = None
         self.result: dict = {}
         self.then = None        # a door's last step, after its log line (createContainer)
@@ -250,12 +255,12 @@ class Settings:
 
     @property
     def config_file(self) -> str | None:
-        return self.config_path or os.environ.get("NVBIND_CONFIG")
+        return self.config_path or getenv("NVBIND_CONFIG")
 
     @property
     def cache_dir(self) -> str | None:
         """Inventory cache directory: NVBIND_CACHE_DIR, else the config's; "off" for none."""
-        d = os.environ.get("NVBIND_CACHE_DIR") or self.config["cache_dir"]
+        d = getenv("NVBIND_CACHE_DIR") or self.config["cache_dir"]
         return None if d in ("off", "") else d
 
     @property
@@ -273,4 +278,4 @@ class Settings:
             level = self.config.get("log_level")
         except Exception:  # noqa: BLE001 - the error itself is being logged
             level = None
-        return level or os.environ.get("NVBIND_LOG_LEVEL") or "info"
+        return level or getenv("NVBIND_LOG_LEVEL") or "info"

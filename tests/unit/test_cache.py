@@ -3,10 +3,13 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
+import nvbind
 from conftest import base_config, run_nvbind
+from nvbind import settings
 from nvbind.host import cache, inventory
 
 
@@ -125,11 +128,40 @@ def test_importtime_of_a_gpu_request(sim_root, tmp_path):
         sorted(mods & {"pynvml", "jsonschema", "dataclasses", "json", "re", "inspect", "tomllib"})
 
 
+def test_no_request_never_imports_os(sim_root, tmp_path):
+    """A container that asks for nothing is answered without the `os` module (~1 ms of a
+    frozen hook: nvbind.early), with no configuration file and with one whose checked copy
+    is cached (as the .deb installs /etc/nvbind/config.toml). The interpreter is started
+    as the frozen tree's launcher starts it: without `site`, which would import os."""
+    hook_dir = os.path.dirname(os.path.dirname(nvbind.__file__))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('log_level = "info"\n')
+    # nvbind and the venv's packages (jsonschema checks the file the first time) on the path
+    code = ("import sys; sys.path[:0] = sys.argv.pop(1).split(':'); sys.argv[0] = 'nvbind'; "
+            "import nvbind.frozen")
+    hook_dir += ":" + sysconfig.get_paths()["purelib"]
+    for config in ([], ["--config", str(cfg)]):
+        for _ in range(2):      # the second: the configuration's checked copy is cached
+            r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", code, hook_dir,
+                                *config, "--root", sim_root, "hook", "precreate"],
+                               input=json.dumps(base_config()).encode(), capture_output=True,
+                               env={"NVBIND_LOG": str(tmp_path / "log"),
+                                    "NVBIND_CACHE_DIR": str(tmp_path / "cache")})
+            assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert json.loads(r.stdout) == base_config()        # the config, back as it came
+        mods = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
+        assert "nvbind.oci" in mods and "nvbind.log" in mods     # importtime saw the hook run
+        assert "os" not in mods, sorted(mods)
+    assert os.listdir(tmp_path / "cache") == [f"config-{settings.name_hash(os.fsencode(str(cfg)))}.json"]
+    assert len(open(tmp_path / "log").read().splitlines()) == 4
+
+
 def test_importtime_of_the_create_container_entry(sim_root, tmp_path):
     """The createContainer entry every GPU container gets (links, the ld cache through the
     host's ldconfig, the user record) loads neither ctypes (its system calls go through
-    _ctypes), signal (an IntEnum wrapper) nor the other heavy modules, and no extension
-    module it can do without (select, fcntl, zlib: ~0.4 ms each to load)."""
+    the launcher's _nvbind_sys when frozen, _ctypes here), signal (an IntEnum wrapper) nor
+    the other heavy modules, and no extension module it can do without (select, fcntl,
+    zlib: ~0.4 ms each to load)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: ldconfig runs in a private mount namespace")
     pre = run_nvbind(["--root", sim_root, "hook", "precreate"],

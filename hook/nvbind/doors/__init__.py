@@ -1,8 +1,9 @@
 """The ways in: hook stages and the runtime shim. Each door reads its input, calls
 nvbind.decide, hands the edits to apply/, and logs through `logged`. Doors decide nothing.
-Kept apart from the admin verbs so that a hook run imports as little as it can."""
+Kept apart from the admin verbs so that a hook run imports as little as it can; `os` is
+imported by the helpers that need it, not by `logged`, which every hook runs
+(nvbind.early)."""
 
-import os
 import sys
 
 from nvbind.errors import NvbindError
@@ -10,6 +11,7 @@ from nvbind.errors import NvbindError
 
 def self_command(settings) -> tuple[str, ...]:
     """How a hook entry calls this same nvbind: (path, argv0, global args...)."""
+    import os
     if getattr(sys, "frozen", False):
         cmd = (sys.executable, "nvbind")
     else:
@@ -76,6 +78,8 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
     and the container's init pid)."""
     if not keys:
         return
+    import os
+
     from nvbind.apply import leases
     if not settings.config["lease_dir"]:
         from nvbind.settings import user_runtime_dir
@@ -104,6 +108,8 @@ def register_user(settings, keys: list[str], state: dict, hostname=None) -> None
     decides there), so that a later exclusive container is refused while it runs."""
     if not keys or not settings.config["lease_dir"]:
         return
+    import os
+
     from nvbind.apply import leases
     me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
     note = leases.register(settings.config["lease_dir"], keys, me)

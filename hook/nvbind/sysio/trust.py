@@ -5,14 +5,16 @@ which is the user owning $XDG_RUNTIME_DIR/nvbind) and neither is writable by gro
 Anything else may have been written by another user and is ignored (caches: rebuilt) or
 refused (leases). Checked on the open file descriptor, never by path after the fact."""
 
-import os
+import posix      # not os: the config cache is read before a hook knows it has work
 import stat
+
+from nvbind.early import dirname
 
 
 def untrusted_stat(st, what: str = "") -> str | None:
     """Why a file or directory with this stat is not to be trusted, or None."""
-    if st.st_uid != os.geteuid():
-        return f"{what}owned by uid {st.st_uid}, not {os.geteuid()}".strip()
+    if st.st_uid != posix.geteuid():
+        return f"{what}owned by uid {st.st_uid}, not {posix.geteuid()}".strip()
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"{what}writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})".strip()
     return None
@@ -20,7 +22,7 @@ def untrusted_stat(st, what: str = "") -> str | None:
 
 def untrusted_dir(path: str) -> str | None:
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except OSError as e:
         return e.strerror
     if not stat.S_ISDIR(st.st_mode):
@@ -31,21 +33,21 @@ def untrusted_dir(path: str) -> str | None:
 def open_trusted(path: str, limit: int = 32 << 20) -> bytes | None:
     """The bytes of `path` when it and its directory pass the rule (a regular file, not a
     link, opened without blocking); None otherwise."""
-    if untrusted_dir(os.path.dirname(path) or "."):
+    if untrusted_dir(dirname(path) or "."):
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or untrusted_stat(st):
             return None
         data = b""
-        while chunk := os.read(fd, 1 << 20):
+        while chunk := posix.read(fd, 1 << 20):
             data += chunk
             if len(data) > limit:
                 return None
         return data
     finally:
-        os.close(fd)
+        posix.close(fd)
