@@ -294,12 +294,13 @@ def build_launcher(tree, name, entry_module, source, keep_bootloader_as=None, fr
                         f"-Wl,--dynamic-list={dynlist}"],
                        check=True, timeout=300)
     # a library now linked in that nothing left in the tree needs is not shipped
-    static = {f[len("-l:"):-len(".a")] for f in libs if f.startswith("-l:lib") and f.endswith(".a")}
+    static = {f[len("-l:"):-len(".a")] for f in libs if f.startswith("-l:") and f.endswith(".a")}
     wanted = {n for p, needed in needs.items() if os.path.exists(p) for n in needed}
     for n in carried:
         if n.split(".so")[0] in static and n not in wanted:
             os.unlink(os.path.join(internal, n))
     # a library the interpreter needs that the tree carries comes from _internal; with none
-    # (libz and libexpat linked in, above), no RUNPATH (the loader would look there for libc first)
+    # (libz and libexpat linked in, above), no RUNPATH (the loader would look there for libc
+    # first)
     if any(os.path.exists(os.path.join(internal, n)) for n in _needed(out)[0]):
         subprocess.run([patchelf, "--set-rpath", "$ORIGIN/_internal", out], check=True, timeout=120)
