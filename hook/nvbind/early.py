@@ -3,11 +3,13 @@
 The launcher starts Python without `site`, so nothing imports `os` before nvbind does, and
 importing it costs a frozen hook ~1 ms (make bench: the empty program 7.1 ms, with
 `import os` 8.1): `os.environ` is a MutableMapping, so `os` executes `_collections_abc`
-and its some 25 abstract classes. A container that asks for no GPU needs only the
-environment, a few system calls and plain path arithmetic. The modules on that path (cli,
-settings, doors, doors.precreate, oci, log, sysio.trust) take them from `posix`, the
-built-in module `os` wraps (the same functions, the same errors), and from here; a door
-with work to do imports `os` as usual.
+and its some 25 abstract classes (~0.25 MiB of the hook's memory too). A container that
+asks for no GPU needs only the environment, a few system calls and plain path arithmetic,
+and the createContainer entry every GPU container gets little more. The modules on those
+two paths (cli, settings, doors, oci, log; sysio.trust, atomic, root, child, syscalls;
+apply.leases, ldcache) take them from `posix`, the built-in module `os` wraps (the same
+functions, the same errors), and from here; the other doors import `os` as usual.
+tests/unit/test_cache.py fails if either path imports it.
 """
 
 import posix
@@ -52,3 +54,32 @@ def dirname(path: str) -> str:
     """os.path.dirname(path)."""
     head = path[:path.rfind("/") + 1]
     return head.rstrip("/") if head.strip("/") else head
+
+
+def split(path: str) -> tuple[str, str]:
+    """os.path.split(path)."""
+    i = path.rfind("/") + 1
+    head, tail = path[:i], path[i:]
+    return (head.rstrip("/") if head.strip("/") else head), tail
+
+
+def basename(path: str) -> str:
+    """os.path.basename(path)."""
+    return path[path.rfind("/") + 1:]
+
+
+def isdir(path: str) -> bool:
+    """os.path.isdir(path)."""
+    return _is(path, 0o040000)
+
+
+def isfile(path: str) -> bool:
+    """os.path.isfile(path)."""
+    return _is(path, 0o100000)
+
+
+def _is(path, kind: int) -> bool:
+    try:
+        return posix.stat(path).st_mode & 0o170000 == kind      # S_IFMT
+    except (OSError, ValueError):
+        return False

@@ -3,7 +3,7 @@
 import posix      # not os: precreate reads its config before it knows it has work (nvbind.early)
 
 from nvbind import fastjson
-from nvbind.early import getenv, join
+from nvbind.early import abspath, getenv, join
 from nvbind.errors import InputError
 
 # Hook stdin is small (a config is a few KiB); refuse absurd input instead of
@@ -180,9 +180,12 @@ def load_bundle(bundle: str) -> tuple[dict, str]:
 
 
 def rootfs_path(bundle: str, cfg: dict) -> str:
-    import os
     root = cfg["root"]["path"]
-    return os.path.normpath(root if os.path.isabs(root) else os.path.join(bundle, root))
+    path = root if root.startswith("/") else join(bundle, root)
+    if path.startswith("/"):
+        return abspath(path)        # os.path.normpath, for an absolute path
+    import os
+    return os.path.normpath(path)
 
 
 def env_map(cfg: dict) -> dict[str, str]:

@@ -128,22 +128,24 @@ def test_importtime_of_a_gpu_request(sim_root, tmp_path):
         sorted(mods & {"pynvml", "jsonschema", "dataclasses", "json", "re", "inspect", "tomllib"})
 
 
+# nvbind (its frozen entry, nvbind/frozen.py) under -X importtime, in an interpreter started
+# as the frozen tree's launcher starts it: isolated and without `site` (which imports os),
+# with nvbind and the venv's packages (jsonschema checks a new configuration file) on the path
+AS_LAUNCHED = [sys.executable, "-I", "-S", "-X", "importtime", "-c",
+               "import sys; sys.path[:0] = sys.argv.pop(1).split(':'); sys.argv[0] = 'nvbind'; "
+               "import nvbind.frozen",
+               os.path.dirname(os.path.dirname(nvbind.__file__)) + ":" + sysconfig.get_paths()["purelib"]]
+
+
 def test_no_request_never_imports_os(sim_root, tmp_path):
     """A container that asks for nothing is answered without the `os` module (~1 ms of a
     frozen hook: nvbind.early), with no configuration file and with one whose checked copy
-    is cached (as the .deb installs /etc/nvbind/config.toml). The interpreter is started
-    as the frozen tree's launcher starts it: without `site`, which would import os."""
-    hook_dir = os.path.dirname(os.path.dirname(nvbind.__file__))
+    is cached (as the .deb installs /etc/nvbind/config.toml)."""
     cfg = tmp_path / "config.toml"
     cfg.write_text('log_level = "info"\n')
-    # nvbind and the venv's packages (jsonschema checks the file the first time) on the path
-    code = ("import sys; sys.path[:0] = sys.argv.pop(1).split(':'); sys.argv[0] = 'nvbind'; "
-            "import nvbind.frozen")
-    hook_dir += ":" + sysconfig.get_paths()["purelib"]
     for config in ([], ["--config", str(cfg)]):
         for _ in range(2):      # the second: the configuration's checked copy is cached
-            r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", code, hook_dir,
-                                *config, "--root", sim_root, "hook", "precreate"],
+            r = subprocess.run([*AS_LAUNCHED, *config, "--root", sim_root, "hook", "precreate"],
                                input=json.dumps(base_config()).encode(), capture_output=True,
                                env={"NVBIND_LOG": str(tmp_path / "log"),
                                     "NVBIND_CACHE_DIR": str(tmp_path / "cache")})
@@ -159,9 +161,9 @@ def test_no_request_never_imports_os(sim_root, tmp_path):
 def test_importtime_of_the_create_container_entry(sim_root, tmp_path):
     """The createContainer entry every GPU container gets (links, the ld cache through the
     host's ldconfig, the user record) loads neither ctypes (its system calls go through
-    the launcher's _nvbind_sys when frozen, _ctypes here), signal (an IntEnum wrapper) nor
-    the other heavy modules, and no extension module it can do without (select, fcntl,
-    zlib: ~0.4 ms each to load)."""
+    the launcher's _nvbind_sys when frozen, _ctypes here), signal (an IntEnum wrapper), os
+    (nvbind.early) nor the other heavy modules, and no extension module it can do without
+    (select, fcntl, zlib: ~0.4 ms each to load)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: ldconfig runs in a private mount namespace")
     pre = run_nvbind(["--root", sim_root, "hook", "precreate"],
@@ -176,15 +178,14 @@ def test_importtime_of_the_create_container_entry(sim_root, tmp_path):
     state = json.dumps({"ociVersion": "1.2.0", "id": "imp", "pid": os.getpid(), "bundle": str(bundle)})
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'lease_dir = "{tmp_path}/leases"\n')
-    exe = os.path.join(os.path.dirname(sys.executable), "nvbind")
     for _ in range(2):      # the second: the configuration's checked copy is cached
-        r = subprocess.run([sys.executable, "-X", "importtime", exe, "--config", str(cfg),
-                            "--root", sim_root, *args], input=state.encode(), capture_output=True,
+        r = subprocess.run([*AS_LAUNCHED, "--config", str(cfg), "--root", sim_root, *args],
+                           input=state.encode(), capture_output=True,
                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NVBIND_LOG": "off"})
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert os.path.exists(bundle / "rootfs/etc/ld.so.cache")         # the work was done
     mods = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
     assert "nvbind.apply.ldcache" in mods and "_ctypes" in mods
     heavy = {"ctypes", "signal", "subprocess", "json", "re", "dataclasses", "inspect", "pynvml",
-             "jsonschema", "tomllib", "argparse", "select", "fcntl", "zlib"}
+             "jsonschema", "tomllib", "argparse", "select", "fcntl", "zlib", "os"}
     assert not mods & heavy, sorted(mods & heavy)

@@ -8,8 +8,9 @@ with `-r .` from the rootfs's fd (it chroots there) in a private mount namespace
 files through /proc/1/root and friends. Nothing from the image is ever executed.
 """
 
-import os
+import posix      # not os: nvbind.early says why
 
+from nvbind.early import isfile
 from nvbind.sysio import syscalls as nsys
 from nvbind.errors import NvbindError
 
@@ -18,26 +19,26 @@ LDCONFIG_CANDIDATES = ("/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.r
 
 def find_ldconfig(configured: str | None = None) -> str:
     for p in ([configured] if configured else []) + list(LDCONFIG_CANDIDATES):
-        if p and os.path.isfile(p) and os.access(p, os.X_OK):
+        if p and isfile(p) and posix.access(p, posix.X_OK):
             return p
     raise NvbindError("no host ldconfig found (looked at " + ", ".join(LDCONFIG_CANDIDATES) + ")")
 
 
 def sealed_copy(path: str) -> int:
     """A memfd holding `path`'s bytes, sealed against any change."""
-    fd = os.memfd_create("nvbind-ldconfig", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = posix.memfd_create("nvbind-ldconfig", posix.MFD_CLOEXEC | posix.MFD_ALLOW_SEALING)
+    src = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK)
     try:
         # in the kernel (no 1 MiB buffer in the hook: its peak RSS, and a copy, less)
-        while os.sendfile(fd, src, None, 1 << 24):
+        while posix.sendfile(fd, src, None, 1 << 24):
             pass
     finally:
-        os.close(src)
+        posix.close(src)
     try:
         nsys.add_seals(fd, nsys.F_SEAL_SEAL | nsys.F_SEAL_SHRINK | nsys.F_SEAL_GROW
                        | nsys.F_SEAL_WRITE)
     except OSError:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd
 
@@ -65,31 +66,31 @@ def _child_setup(root) -> None:
             nsys.mount("tmpfs", f"/proc/self/fd/{dfd}", "tmpfs", nsys.MS_NOSUID | nsys.MS_NODEV
                        | nsys.MS_NOEXEC | nsys.MS_RDONLY, "size=4k")
         finally:
-            os.close(dfd)
-    os.fchdir(root.fd)
+            posix.close(dfd)
+    posix.fchdir(root.fd)
 
 
 def _run_sealed(fd: int, argv: list[str], root, timeout: float | None = None) -> tuple[int, bytes]:
     """fork; in the child: bounded (sysio.child), private mount namespace, then fexecve the
     sealed copy with an empty environment. (No `subprocess`: it costs a hook ~5 ms.)"""
     from nvbind.sysio import child
-    parent = os.getpid()
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    parent = posix.getpid()
+    r, w = posix.pipe2(posix.O_CLOEXEC)
+    pid = posix.fork()
     if pid == 0:  # pragma: no cover - the child either execs or reports and exits
         try:
             child.setup(parent, w)
             _child_setup(root)
-            os.execve(fd, argv, {})
+            posix.execve(fd, argv, {})
         except BaseException as e:  # noqa: BLE001
-            os.write(2, f"cannot run ldconfig: {e}".encode())
+            posix.write(2, f"cannot run ldconfig: {e}".encode())
         finally:
-            os._exit(127)
-    os.close(w)
+            posix._exit(127)
+    posix.close(w)
     status, out = child.wait(pid, r, child.LDCONFIG if timeout is None else timeout)
     if status is None:
         return 124, b"timed out"
-    return os.waitstatus_to_exitcode(status), out
+    return posix.waitstatus_to_exitcode(status), out
 
 
 DROPIN = "00-nvbind.conf"
@@ -131,7 +132,7 @@ def update(root, folders: list[str], ldconfig: str | None = None,
         rc, err = _run_sealed(fd, _argv(folders), root)
     finally:
         if exe_fd is None:
-            os.close(fd)
+            posix.close(fd)
     if rc != 0:
         msg = err.decode("utf-8", "replace").strip().splitlines()
         raise NvbindError(f"ldconfig in the container failed ({rc}): "
@@ -172,7 +173,7 @@ def _become(fd: int, argv: list[str], root) -> None:
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGALRM})
         _signal.setitimer(_signal.ITIMER_REAL, child.LDCONFIG)
-        os.execve(fd, argv, {})
+        posix.execve(fd, argv, {})
     except OSError as e:
         _signal.setitimer(_signal.ITIMER_REAL, 0)
         raise NvbindError(f"cannot run ldconfig in the container: {e}") from None

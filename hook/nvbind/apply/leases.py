@@ -33,9 +33,10 @@ a register reads the exclusive leases only, so that a GPU container's start does
 with the number of containers already running).
 """
 
-import os
+import posix      # not os: nvbind.early says why
 
 from nvbind import fastjson
+from nvbind.early import isdir, join
 from nvbind.errors import InputError, NvbindError
 
 SUFFIX = ".lease"
@@ -104,7 +105,7 @@ def holder(cid: str, bundle: str, pid: int | None, hostname=None) -> dict:
 def live(h: dict) -> bool:
     """Whether the holder recorded in a lease still runs (see the module's docstring)."""
     bundle = h.get("bundle")
-    if not isinstance(bundle, str) or not bundle.startswith("/") or not os.path.isdir(bundle):
+    if not isinstance(bundle, str) or not bundle.startswith("/") or not isdir(bundle):
         return False
     if h.get("boot") and h.get("boot") != _boot_id():
         return False
@@ -136,11 +137,17 @@ class _Locked:
 
     def __enter__(self):
         try:
-            os.makedirs(self.dir, mode=0o755, exist_ok=True)
+            try:
+                posix.mkdir(self.dir, 0o755)
+            except FileExistsError:
+                pass                    # _trusted checks what it is
+            except FileNotFoundError:   # its parent too (the first lease after a boot)
+                import os
+                os.makedirs(self.dir, mode=0o755, exist_ok=True)
             _trusted(self.dir)
-            self.fd = os.open(os.path.join(self.dir, ".lock"),
-                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                              | os.O_NONBLOCK, 0o600)
+            self.fd = posix.open(join(self.dir, ".lock"),
+                                 posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW
+                                 | posix.O_NONBLOCK, 0o600)
         except OSError as e:
             raise NvbindError(f"lease directory {self.dir}: {e.strerror}") from None
         # flock(2) through sysio.syscalls (which a register and an acquire load anyway for
@@ -149,33 +156,33 @@ class _Locked:
         try:
             syscalls.flock(self.fd, syscalls.LOCK_EX)
         except OSError as e:
-            os.close(self.fd)
+            posix.close(self.fd)
             raise NvbindError(f"lease directory {self.dir}: {e.strerror}") from None
         return self
 
     def __exit__(self, *exc):
-        os.close(self.fd)       # releases the lock
+        posix.close(self.fd)       # releases the lock
 
 
 def _read(lease_dir: str, name: str) -> dict | None:
     """A lease file's holder; None when it is gone; {} when unreadable (stale)."""
     try:
-        fd = os.open(os.path.join(lease_dir, name),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(join(lease_dir, name),
+                     posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError:
         return {}
     try:
         import stat
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(posix.fstat(fd).st_mode):
             return {}
-        data = fastjson.loads(os.read(fd, 65536).decode())
+        data = fastjson.loads(posix.read(fd, 65536).decode())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError, UnicodeDecodeError):
         return {}
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _records(lease_dir: str, suffix: str, names: list[str] | None = None) -> list[tuple[str, dict]]:
@@ -184,7 +191,7 @@ def _records(lease_dir: str, suffix: str, names: list[str] | None = None) -> lis
     caller has it."""
     if names is None:
         try:
-            names = os.listdir(lease_dir)
+            names = posix.listdir(lease_dir)
         except OSError:
             return []
     out = []
@@ -245,17 +252,17 @@ def _sweep(lease_dir: str, names: list[str] | None = None, users: bool = True) -
     """Under the lock: drop temp files left by a writer killed mid-write (.NAME.nvbind-PID;
     a later writer with that pid could never write otherwise) and, with `users`, user
     records whose process is gone. `names`: the directory's listing, when the caller has it."""
-    for n in os.listdir(lease_dir) if names is None else names:
+    for n in posix.listdir(lease_dir) if names is None else names:
         if n.startswith(".") and ".nvbind-" in n and (SUFFIX in n or USER_SUFFIX in n):
             try:
-                os.unlink(os.path.join(lease_dir, n))
+                posix.unlink(join(lease_dir, n))
             except OSError:
                 pass
     if users:
         for n, h in _users(lease_dir):
             if not live(h):
                 try:
-                    os.unlink(os.path.join(lease_dir, n))
+                    posix.unlink(join(lease_dir, n))
                 except OSError:
                     pass
 
@@ -273,7 +280,7 @@ def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
     for k in keys:
         parse_key(k)
     with _Locked(lease_dir):
-        names = os.listdir(lease_dir)
+        names = posix.listdir(lease_dir)
         _sweep(lease_dir, names, users=sum(n.endswith(USER_SUFFIX) for n in names) > SWEEP_USERS_AT)
         for _, h in _held(lease_dir, names):
             if same(h, me):
@@ -283,7 +290,7 @@ def register(lease_dir: str, keys: list[str], me: dict) -> str | None:
                     raise NvbindError(f"GPU {key} is held exclusively by {_who(h)}"
                                       + ("" if h.get("gpu") == key else f" through {h.get('gpu')}"))
         try:
-            atomic.write(os.path.join(lease_dir, _user_name(me)),
+            atomic.write(join(lease_dir, _user_name(me)),
                          fastjson.dumps({**me, "gpus": list(keys)}), 0o644,
                          durable=False)
         except (OSError, ValueError) as e:
@@ -330,7 +337,7 @@ def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
                                   f"exclusively by {_who(h)}" + (
                                       "" if h.get("gpu") in keys else f" through {h.get('gpu')}"))
             try:
-                os.unlink(os.path.join(lease_dir, name))
+                posix.unlink(join(lease_dir, name))
             except FileNotFoundError:
                 pass
             notes.append(f"reclaimed stale lease on {h.get('gpu') or name} from {_who(h)}")
@@ -346,12 +353,12 @@ def acquire(lease_dir: str, keys: list[str], me: dict) -> list[str]:
         try:
             for key in keys:
                 data = fastjson.dumps({**me, "gpu": key})
-                atomic.write(os.path.join(lease_dir, _name(key)), data, 0o644, durable=False)
+                atomic.write(join(lease_dir, _name(key)), data, 0o644, durable=False)
                 written.append(key)
         except (OSError, ValueError) as e:
             for key in written:
                 try:
-                    os.unlink(os.path.join(lease_dir, _name(key)))
+                    posix.unlink(join(lease_dir, _name(key)))
                 except OSError:
                     pass
             # fail closed: without a written lease, exclusivity cannot be promised
@@ -368,11 +375,11 @@ def release(lease_dir: str, cid: str, bundle: str) -> list[str]:
     Without the lock: the lock makes a taker's check and its write one step (acquire,
     register), and removing a record can never make a check wrong; a taker that still saw
     the record refuses as if the container had not stopped yet (it was stopping)."""
-    if not os.path.isdir(lease_dir):
+    if not isdir(lease_dir):
         return []
     _trusted(lease_dir)
     try:
-        names = os.listdir(lease_dir)
+        names = posix.listdir(lease_dir)
     except OSError as e:
         raise NvbindError(f"lease directory {lease_dir}: {e.strerror}") from None
     out = []
@@ -380,7 +387,7 @@ def release(lease_dir: str, cid: str, bundle: str) -> list[str]:
     for name, h in _held(lease_dir, names) + _records(lease_dir, USER_SUFFIX, names):
         if same(h, me):
             try:
-                os.unlink(os.path.join(lease_dir, name))
+                posix.unlink(join(lease_dir, name))
             except FileNotFoundError:
                 pass
             if name.endswith(SUFFIX):

@@ -1,11 +1,11 @@
 """The ways in: hook stages and the runtime shim. Each door reads its input, calls
 nvbind.decide, hands the edits to apply/, and logs through `logged`. Doors decide nothing.
-Kept apart from the admin verbs so that a hook run imports as little as it can; `os` is
-imported by the helpers that need it, not by `logged`, which every hook runs
-(nvbind.early)."""
+Kept apart from the admin verbs so that a hook run imports as little as it can; only
+self_command (a GPU precreate's hook entries) imports `os` (nvbind.early)."""
 
 import sys
 
+from nvbind.early import abspath
 from nvbind.errors import NvbindError
 
 
@@ -78,15 +78,13 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
     and the container's init pid)."""
     if not keys:
         return
-    import os
-
     from nvbind.apply import leases
     if not settings.config["lease_dir"]:
         from nvbind.settings import user_runtime_dir
         raise NvbindError("exclusive GPU access needs a lease directory, and there is none: "
                           f"{user_runtime_dir()[1]}; set XDG_RUNTIME_DIR in the hook's env, or "
                           "lease_dir in the configuration; refusing the exclusive container")
-    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    me = leases.holder(state["id"], abspath(state["bundle"]), state.get("pid"), hostname)
     notes = leases.acquire(settings.config["lease_dir"], keys, me)
     settings.result["leases"] = keys
     for n in notes:
@@ -108,10 +106,8 @@ def register_user(settings, keys: list[str], state: dict, hostname=None) -> None
     decides there), so that a later exclusive container is refused while it runs."""
     if not keys or not settings.config["lease_dir"]:
         return
-    import os
-
     from nvbind.apply import leases
-    me = leases.holder(state["id"], os.path.abspath(state["bundle"]), state.get("pid"), hostname)
+    me = leases.holder(state["id"], abspath(state["bundle"]), state.get("pid"), hostname)
     note = leases.register(settings.config["lease_dir"], keys, me)
     if note:
         warn(settings, note)

@@ -11,7 +11,7 @@ Deadlines, shortest inside: ldconfig (LDCONFIG) < the live child (LIVE) < the ho
 timeout nvbind writes (core.edits.HOOK_TIMEOUT, 30 s; CRI-O's hooks.d entry 30 s).
 """
 
-import os
+import posix      # not os: nvbind.early says why
 
 PR_SET_PDEATHSIG = 1
 # signal(7): 9 on every Linux architecture. A constant rather than the `signal` module,
@@ -22,12 +22,12 @@ LIVE = 25.0
 
 
 def setup(parent: int, stderr: int | None = None) -> None:
-    """In the child, right after fork. `parent`: os.getpid() of the parent before the fork
+    """In the child, right after fork. `parent`: posix.getpid() of the parent before the fork
     (if it is gone already, the death signal would never come: exit now)."""
     from nvbind.sysio import syscalls
     syscalls.prctl(PR_SET_PDEATHSIG, SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
+    if posix.getppid() != parent:
+        posix._exit(1)
     stdio(stderr)
 
 
@@ -46,11 +46,11 @@ def imports_closed() -> None:
 def stdio(stderr: int | None) -> None:
     """stdin and stdout on /dev/null (they are the engine's pipes: nothing of theirs may
     hold them), stderr on `stderr` (2: left as it is; None: /dev/null)."""
-    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(stderr if stderr is not None else null, 2)
-    os.close(null)
+    null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
+    posix.dup2(null, 0)
+    posix.dup2(null, 1)
+    posix.dup2(stderr if stderr is not None else null, 2)
+    posix.close(null)
 
 
 def wait(pid: int, r: int, timeout: float) -> tuple[int | None, bytes]:
@@ -62,7 +62,7 @@ def wait(pid: int, r: int, timeout: float) -> tuple[int | None, bytes]:
     was reaped just as the time ran out."""
     from nvbind.sysio import deadline
     try:
-        pfd = os.pidfd_open(pid)
+        pfd = posix.pidfd_open(pid)
     except OSError:             # a kernel before 5.3
         pfd = None
     out = b""
@@ -70,18 +70,18 @@ def wait(pid: int, r: int, timeout: float) -> tuple[int | None, bytes]:
     try:
         with deadline.within(timeout):
             while True:
-                chunk = os.read(r, 65536)
+                chunk = posix.read(r, 65536)
                 if not chunk:
                     break
                 out = (out + chunk)[-65536:]
-            status = os.waitpid(pid, 0)[1]
+            status = posix.waitpid(pid, 0)[1]
     except deadline.Expired:
         if status is None:
             return _kill(pid, pfd), out
     finally:
-        os.close(r)
+        posix.close(r)
         if pfd is not None:
-            os.close(pfd)
+            posix.close(pfd)
     return status, out
 
 
@@ -91,7 +91,7 @@ def _kill(pid: int, pfd: int | None) -> None:
             import _signal
             _signal.pidfd_send_signal(pfd, SIGKILL)
         else:
-            os.kill(pid, SIGKILL)
-        os.waitpid(pid, 0)
+            posix.kill(pid, SIGKILL)
+        posix.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass            # reaped already

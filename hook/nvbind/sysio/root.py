@@ -9,8 +9,10 @@ Two uses:
 """
 
 import errno
-import os
+import posix      # not os: nvbind.early says why
 import stat
+
+from nvbind.early import split
 
 MAX_LINKS = 40
 
@@ -33,7 +35,7 @@ def resolve(root: str, path: str) -> str | None:
             continue
         cur = "/" + "/".join(done + [name])
         try:
-            st = os.lstat(root.rstrip("/") + cur)
+            st = posix.lstat(root.rstrip("/") + cur)
         except OSError:
             return None
         if stat.S_ISLNK(st.st_mode):
@@ -41,7 +43,7 @@ def resolve(root: str, path: str) -> str | None:
             if links > MAX_LINKS:
                 return None
             try:
-                target = os.readlink(root.rstrip("/") + cur)
+                target = posix.readlink(root.rstrip("/") + cur)
             except OSError:
                 return None
             if target.startswith("/"):
@@ -68,14 +70,14 @@ _has_openat2 = None
 def openat2_available() -> bool:
     global _has_openat2
     if _has_openat2 is None:
-        fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = posix.open("/", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         try:
-            os.close(_openat2(fd, ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            posix.close(_openat2(fd, ".", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC))
             _has_openat2 = True
         except OSError:
             _has_openat2 = False
         finally:
-            os.close(fd)
+            posix.close(fd)
     return _has_openat2
 
 
@@ -84,7 +86,7 @@ def _openat2(dirfd: int, path: str, flags: int) -> int:
     return syscalls.openat2(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+DIR_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC
 
 
 def open_dir(rootfd: int, path: str, create: bool = False) -> int:
@@ -106,13 +108,13 @@ def open_dir(rootfd: int, path: str, create: bool = False) -> int:
     if ".." in comps:
         raise OSError(errno.EPERM, "'..' is not allowed in a confined path", path)
     return _walk(rootfd, comps, create,
-                 lambda fd, i: os.open(comps[i], DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd))
+                 lambda fd, i: posix.open(comps[i], DIR_FLAGS | posix.O_NOFOLLOW, dir_fd=fd))
 
 
 def _walk(rootfd: int, comps: list[str], create: bool, open_step) -> int:
     """Open `comps` one by one from the root (open_step(parent fd, index) -> fd), making a
     missing one (0755) when `create` is set."""
-    fd = os.dup(rootfd)
+    fd = posix.dup(rootfd)
     try:
         for i, name in enumerate(comps):
             try:
@@ -121,15 +123,15 @@ def _walk(rootfd: int, comps: list[str], create: bool, open_step) -> int:
                 if not create:
                     raise
                 try:
-                    os.mkdir(name, 0o755, dir_fd=fd)
+                    posix.mkdir(name, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
                 nfd = open_step(fd, i)
-            os.close(fd)
+            posix.close(fd)
             fd = nfd
         return fd
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
 
 
@@ -146,11 +148,11 @@ def symlinks(rootfd: int, pairs) -> list[str]:
         return [_symlink(dirs, rootfd, link, target) for link, target in pairs]
     finally:
         for fd in dirs.values():
-            os.close(fd)
+            posix.close(fd)
 
 
 def _symlink(dirs: dict, rootfd: int, link: str, target: str) -> str:
-    parent, name = os.path.split(link.rstrip("/"))
+    parent, name = split(link.rstrip("/"))
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, "bad link name", link)
     parent = parent or "/"
@@ -158,7 +160,7 @@ def _symlink(dirs: dict, rootfd: int, link: str, target: str) -> str:
         dirs[parent] = open_dir(rootfd, parent, create=True)
     dfd = dirs[parent]
     try:
-        current = os.readlink(name, dir_fd=dfd)
+        current = posix.readlink(name, dir_fd=dfd)
     except FileNotFoundError:
         current = None
     except OSError as e:
@@ -168,8 +170,8 @@ def _symlink(dirs: dict, rootfd: int, link: str, target: str) -> str:
     if current == target:
         return f"{link} -> {target} already present"
     if current is not None:
-        os.unlink(name, dir_fd=dfd)
-    os.symlink(target, name, dir_fd=dfd)
+        posix.unlink(name, dir_fd=dfd)
+    posix.symlink(target, name, dir_fd=dfd)
     return f"created {link} -> {target}"
 
 
@@ -188,7 +190,7 @@ class Root:
 
     @classmethod
     def open(cls, path: str) -> "Root":
-        return cls(os.open(path, DIR_FLAGS), path)
+        return cls(posix.open(path, DIR_FLAGS), path)
 
     def reopen(self) -> "Root":
         """The same directory, opened again in the caller's mount namespace (after
@@ -196,7 +198,7 @@ class Root:
         mounts, where nothing can be mounted). Verified to be the very same directory
         (device and inode); the path is the runtime's, never one from the image."""
         new = Root.open(self.path)
-        a, b = os.fstat(self.fd), os.fstat(new.fd)
+        a, b = posix.fstat(self.fd), posix.fstat(new.fd)
         if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
             new.close()
             raise OSError(errno.EXDEV, "the rootfs changed under its path", self.path)
@@ -204,7 +206,7 @@ class Root:
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1
 
     def __enter__(self):
@@ -217,7 +219,7 @@ class Root:
         return open_dir(self.fd, path, create)
 
     def mkdir_p(self, path: str) -> None:
-        os.close(open_dir(self.fd, path, create=True))
+        posix.close(open_dir(self.fd, path, create=True))
 
     def symlink(self, link: str, target: str) -> str:
         return symlink(self.fd, link, target)
@@ -228,26 +230,26 @@ class Root:
     def listdir(self, path: str) -> list[str]:
         dfd = open_dir(self.fd, path)
         try:
-            return os.listdir(dfd)
+            return posix.listdir(dfd)
         finally:
-            os.close(dfd)
+            posix.close(dfd)
 
     def _split(self, path: str, create: bool = False) -> tuple[int, str]:
-        parent, name = os.path.split("/" + path.strip("/"))
+        parent, name = split("/" + path.strip("/"))
         if not name or name in (".", ".."):
             raise OSError(errno.EINVAL, "not a file name", path)
         return open_dir(self.fd, parent, create), name
 
-    def open_file(self, path: str, flags: int = os.O_RDONLY) -> int:
+    def open_file(self, path: str, flags: int = posix.O_RDONLY) -> int:
         """An fd of the regular file at `path` (never a link, FIFO, socket or device)."""
         dfd, name = self._split(path)
         try:
-            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                         | os.O_NOCTTY, dir_fd=dfd)
+            fd = posix.open(name, flags | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC
+                         | posix.O_NOCTTY, dir_fd=dfd)
         finally:
-            os.close(dfd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+            posix.close(dfd)
+        if not stat.S_ISREG(posix.fstat(fd).st_mode):
+            posix.close(fd)
             raise OSError(errno.EINVAL, "not a regular file", path)
         return fd
 
@@ -255,11 +257,11 @@ class Root:
         fd = self.open_file(path)
         try:
             data = b""
-            while len(data) <= limit and (chunk := os.read(fd, 65536)):
+            while len(data) <= limit and (chunk := posix.read(fd, 65536)):
                 data += chunk
             return data[:limit].decode("utf-8", "replace")
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def write_atomic(self, path: str, data: str | bytes, mode: int = 0o644) -> None:
         """Replace `path` with a new regular file holding `data`: a temp file created
@@ -267,30 +269,30 @@ class Root:
         FIFO included, is replaced, never opened)."""
         dfd, name = self._split(path, create=True)
         try:
-            tmp = f".{name}.nvbind-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            tmp = f".{name}.nvbind-{posix.getpid()}"
+            fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                         | posix.O_CLOEXEC, 0o600, dir_fd=dfd)
             try:
-                os.fchmod(fd, mode)
-                with os.fdopen(fd, "wb") as f:
+                posix.fchmod(fd, mode)
+                with open(fd, "wb") as f:
                     f.write(data.encode() if isinstance(data, str) else data)
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False) if _exists(dfd, name) else None
+                st = posix.stat(name, dir_fd=dfd, follow_symlinks=False) if _exists(dfd, name) else None
                 if st is not None and stat.S_ISDIR(st.st_mode):
                     raise OSError(errno.EISDIR, "a directory is in the way", path)
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                posix.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 try:
-                    os.unlink(tmp, dir_fd=dfd)
+                    posix.unlink(tmp, dir_fd=dfd)
                 except OSError:
                     pass
                 raise
         finally:
-            os.close(dfd)
+            posix.close(dfd)
 
 
 def _exists(dfd: int, name: str) -> bool:
     try:
-        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        posix.stat(name, dir_fd=dfd, follow_symlinks=False)
         return True
     except FileNotFoundError:
         return False

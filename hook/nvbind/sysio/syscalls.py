@@ -10,8 +10,10 @@ integer argument is passed as a C long, so no 64-bit parameter ever reads a 32-b
 value's undefined upper half, and a call returns the kernel's result or -errno.
 """
 
-import os
+import posix      # not os: nvbind.early says why
 import sys
+
+from nvbind.early import fsencode
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
@@ -32,7 +34,7 @@ _NR = {
                 "fcntl": 25, "bpf": 280, "open_tree": 428, "move_mount": 429, "openat2": 437,
                 "mount_setattr": 442},
 }
-MACHINE = os.uname().machine
+MACHINE = posix.uname().machine
 NR = _NR.get("aarch64" if MACHINE == "arm64" else MACHINE, {})
 
 
@@ -89,8 +91,8 @@ def call(name: str, *args, path: str | None = None, what: str | None = None) -> 
     if ret < 0:
         err = -ret
         if path is not None:
-            raise OSError(err, os.strerror(err), path)
-        raise OSError(err, f"{what or name}: {os.strerror(err)}")
+            raise OSError(err, posix.strerror(err), path)
+        raise OSError(err, f"{what or name}: {posix.strerror(err)}")
     return ret
 
 
@@ -98,7 +100,7 @@ def _path(p: str | None) -> bytes | None:
     """A path argument: bytes the kernel reads up to their NUL, so none may hold one."""
     if p is None:
         return None
-    b = os.fsencode(p)
+    b = fsencode(p)
     if b"\0" in b:
         raise ValueError(f"path {p!r} holds a NUL character")
     return b
@@ -145,7 +147,7 @@ def private_mount_namespace() -> None:
 
 # ---- namespaces and the new mount API (Linux 5.2+ / 5.12+ for mount_setattr) -----------
 OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+OPEN_TREE_CLOEXEC = posix.O_CLOEXEC
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
