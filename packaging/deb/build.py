@@ -36,6 +36,25 @@ DROP = ["nvbind_lazy/ctypes/macholib/fetch_macholib", "nvbind_lazy/ctypes/machol
         "nvbind_lazy/ctypes/macholib/README.ctypes"]
 
 
+def embedded_overrides(tree: str) -> str:
+    """lintian-overrides' embedded-library lines for the libraries this tree carries (which
+    depends on the Python it was built from), each by name: zlib (_internal/libz.so.1 beside
+    python.org's zlib module, or linked into the launcher with Debian's built-in one), expat
+    (linked into the launcher with Debian's built-in pyexpat, which names its version),
+    libyaml (in PyYAML's C extension)."""
+    with open(os.path.join(tree, "nvbind"), "rb") as f:
+        launcher = f.read()
+    found = []
+    if os.path.exists(os.path.join(tree, "_internal", "libz.so.1")) or b"inflate " in launcher:
+        found.append("zlib")
+    if re.search(rb"expat_\d+\.\d+\.\d+", launcher):
+        found.append("expat")
+    yaml = os.path.join(tree, "_internal", "yaml")
+    if os.path.isdir(yaml) and any(n.startswith("_yaml.") for n in os.listdir(yaml)):
+        found.append("libyaml")
+    return "\n".join(f"nvbind: embedded-library {n} [usr/lib/nvbind/*]" for n in found)
+
+
 def version_from_source() -> str:
     with open(os.path.join(REPO, "hook", "nvbind", "__init__.py")) as f:
         m = re.search(r'^__version__\s*=\s*"([^"]+)"', f.read(), re.M)
@@ -246,7 +265,8 @@ def build(tree: str, version: str, out: str, work: str, k8s: str) -> str:
     # a native version (no Debian revision): lintian wants changelog.gz, not changelog.Debian.gz
     write(root, f"{doc}/changelog.gz", gz(read("changelog").replace("@VERSION@", version).encode()))
     write(root, f"{doc}/README.Debian", read("README.Debian"))
-    write(root, "/usr/share/lintian/overrides/nvbind", read("lintian-overrides"))
+    write(root, "/usr/share/lintian/overrides/nvbind",
+          read("lintian-overrides").replace("@EMBEDDED@", embedded_overrides(tree)))
     for u in UNITS_ENABLED + UNITS_DISABLED:
         write(root, f"{UNITDIR}/{u}", read(u))
 

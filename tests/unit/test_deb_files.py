@@ -56,3 +56,26 @@ def test_units_run_verbs_nvbind_has():
         assert cp["Install"]["WantedBy"] == "multi-user.target"
         usage = run_nvbind(["--help"]).stdout.decode()
         assert re.search(rf"^  {re.escape(cmd[1])}\b", usage, re.M), cmd
+
+
+def test_embedded_library_overrides_name_what_the_tree_carries(tmp_path):
+    """lintian-overrides gets an embedded-library line per library this build's tree
+    carries, by name (a library found embedded that is not one of these stays an error)."""
+    def tree(launcher: bytes, files=()):
+        t = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        (t / "_internal").mkdir(parents=True)
+        (t / "nvbind").write_bytes(launcher)
+        for f in files:
+            (t / "_internal" / f).parent.mkdir(parents=True, exist_ok=True)
+            (t / "_internal" / f).write_bytes(b"")
+        return str(t)
+    names = lambda t: re.findall(r"embedded-library (\S+) \[usr/lib/nvbind/\*\]",  # noqa: E731
+                                 build.embedded_overrides(t))
+    # python.org's build: zlib is an extension module beside libz.so.1; PyYAML's C extension
+    assert names(tree(b"\0launcher\0", ["libz.so.1", "yaml/_yaml.cpython-311-x86_64-linux-gnu.so"])) \
+        == ["zlib", "libyaml"]
+    # Debian's: zlib and pyexpat built into the launcher, expat naming its version
+    assert names(tree(b"\0inflate 1.2.13 Copyright\0expat_2.5.0\0")) == ["zlib", "expat"]
+    assert names(tree(b"\0")) == []
+    src = open(os.path.join(DEB, "lintian-overrides")).read()
+    assert "@EMBEDDED@" in src and "embedded-library" not in src.replace("embedded-library lines", "")
