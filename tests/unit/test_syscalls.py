@@ -50,6 +50,7 @@ def way(request, monkeypatch):
         mod = request.getfixturevalue("native")
         monkeypatch.setattr(syscalls, "_raw", mod.syscall)
         monkeypatch.setattr(syscalls, "address", mod.address)
+        monkeypatch.setattr(syscalls, "NR", mod.NR)
     else:
         monkeypatch.setattr(syscalls, "_raw", syscalls._ctypes_syscall())
         monkeypatch.setattr(syscalls, "address", syscalls._ctypes_address)
@@ -70,9 +71,11 @@ def machine_numbers(tmp_path_factory):
     return {n: int(v) for n, v in (line.split() for line in out.stdout.splitlines())}
 
 
-def test_numbers_are_this_machines(machine_numbers):
-    assert syscalls.NR, f"no table for {syscalls.MACHINE}"
-    assert syscalls.NR == {n: machine_numbers[n] for n in syscalls.NR}
+def test_numbers_are_this_machines(machine_numbers, native):
+    # the built-in module's (compiled from <sys/syscall.h>) and the fallback's own table
+    assert native.NR == {n: machine_numbers[n] for n in native.NR}
+    table = syscalls._NR[syscalls.MACHINE]
+    assert table == {n: machine_numbers[n] for n in table} and set(table) == set(native.NR)
 
 
 def test_results_and_errors(way, tmp_path):
@@ -109,6 +112,16 @@ def test_results_and_errors(way, tmp_path):
         os.close(dfd)
 
 
+def test_arguments_that_are_not_what_the_kernel_reads(way):
+    # beyond a C long: refused before either way could wrap or truncate it
+    with pytest.raises(OverflowError):
+        syscalls.setns(1 << 64, 0)
+    with pytest.raises(TypeError):
+        syscalls.call("setns", memoryview(b"x"), 0)
+    with pytest.raises(TypeError):
+        syscalls.address(b"read-only")
+
+
 def test_a_path_with_a_nul_is_refused(way, tmp_path):
     # the kernel would read the path only up to the NUL: "x\0/../../etc" would be "x"
     dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -139,6 +152,8 @@ def test_bad_arguments(native, machine_numbers):
         native.syscall(getpid, "a string")              # text has no address
     with pytest.raises(OverflowError):
         native.syscall(getpid, 1 << 64)
-    with pytest.raises(BufferError):
+    with pytest.raises(TypeError):                  # a slice is no NUL-terminated path
+        native.syscall(getpid, memoryview(b"/etc/passwdXXXX")[:11])
+    with pytest.raises(TypeError):
         native.address(b"read-only")                # only a buffer the kernel may fill
     assert native.syscall(getpid) == os.getpid()

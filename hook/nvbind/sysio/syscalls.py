@@ -3,7 +3,7 @@ mount API, bpf, flock and memfd seals), in one place, each made by its number.
 
 In the frozen tree they go through `_nvbind_sys`, a module built into the launcher
 (packaging/frontend/nvbind_sys.c): loading `_ctypes` and libffi for them cost the
-createContainer hook ~0.6 MiB of peak RSS and ~0.5 ms. Elsewhere (source runs, the
+createContainer hook ~0.15 MiB of peak RSS. Elsewhere (source runs, the
 one-file build) through libc's syscall() by `_ctypes`, the C core of the standard
 `ctypes` package, with the one scalar type it needs declared here. Either way every
 integer argument is passed as a C long, so no 64-bit parameter ever reads a 32-bit
@@ -24,8 +24,11 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 RTLD_NOW = 2
 
-# the numbers (arch/x86/entry/syscalls/syscall_64.tbl; asm-generic/unistd.h for aarch64);
-# tests/unit/test_syscalls.py compares them with this machine's <sys/syscall.h>
+# The numbers: _nvbind_sys's NR, from the launcher's own <sys/syscall.h>; without it, for a
+# 64-bit process on x86_64 or aarch64 (arch/x86/entry/syscalls/syscall_64.tbl,
+# asm-generic/unistd.h), and none elsewhere (a 32-bit process on a 64-bit kernel has
+# other numbers: every call then fails with ENOSYS). tests/unit/test_syscalls.py compares
+# both with this machine's <sys/syscall.h>.
 _NR = {
     "x86_64": {"unshare": 272, "mount": 165, "setns": 308, "prctl": 157, "flock": 73,
                "fcntl": 72, "bpf": 321, "open_tree": 428, "move_mount": 429, "openat2": 437,
@@ -35,7 +38,6 @@ _NR = {
                 "mount_setattr": 442},
 }
 MACHINE = posix.uname().machine
-NR = _NR.get("aarch64" if MACHINE == "arm64" else MACHINE, {})
 
 
 def _ctypes_syscall():
@@ -57,10 +59,12 @@ def _ctypes_syscall():
     def arg(a):
         if isinstance(a, int):
             return Long(a)
-        if isinstance(a, bytearray):    # written by the kernel: passed by address
+        if type(a) is bytearray:        # written by the kernel: passed by address
             import ctypes
             return (ctypes.c_char * len(a)).from_buffer(a)
-        return a                        # bytes (read-only, NUL-terminated) or None
+        if a is None or type(a) is bytes:
+            return a                    # NULL, or read-only and NUL-terminated
+        raise TypeError(f"syscall argument: int, None, bytes or bytearray, not {type(a).__name__}")
 
     def call(nr, *args):
         r = fn(Long(nr), *[arg(a) for a in args])
@@ -70,13 +74,16 @@ def _ctypes_syscall():
 
 def _ctypes_address(buf: bytearray) -> int:
     import ctypes
+    if type(buf) is not bytearray:
+        raise TypeError(f"address: a bytearray, not {type(buf).__name__}")
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
 try:
-    from _nvbind_sys import address, syscall as _raw
+    from _nvbind_sys import NR, address, syscall as _raw
 except ImportError:     # now, not at the first call: a forked child may have closed imports
     _raw, address = _ctypes_syscall(), _ctypes_address
+    NR = _NR.get("aarch64" if MACHINE == "arm64" else MACHINE, {}) if sys.maxsize > 2**32 else {}
 # address(buf): where a bytearray's bytes are, for a pointer inside a structure given to
 # the kernel; the caller keeps it alive and unresized meanwhile
 
@@ -87,6 +94,9 @@ def call(name: str, *args, path: str | None = None, what: str | None = None) -> 
     nr = NR.get(name)
     if nr is None:
         raise OSError(38, f"{name}: nvbind knows no system call numbers for {MACHINE}")
+    for a in args:
+        if isinstance(a, int) and not -(1 << 63) <= a < 1 << 63:
+            raise OverflowError(f"{name}: argument {a} does not fit a C long")
     ret = _raw(nr, *args)
     if ret < 0:
         err = -ret
