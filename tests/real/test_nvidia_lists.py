@@ -12,6 +12,9 @@ NVIDIA's lists, as data (facts read from the sources, not their code):
   vulkan/implicit_layer.d/nvidia_layers.json, egl/egl_external_platform.d/15_nvidia_gbm.json,
   egl/egl_external_platform.d/10_nvidia_wayland.json, nvidia/nvoptix.bin (under /etc and
   /usr/share), and for display the X driver nvidia_drv.so and libglxserver_nvidia.so.<version>.
+  Its graphics discoverer also mounts X11/xorg.conf.d/10-nvidia.conf and
+  X11/xorg.conf.d/nvidia-drm-outputclass.conf (under /etc and /usr/share) for graphics or
+  display (current main, internal/discover/graphics.go NewGraphicsMountsDiscoverer).
   Later toolkit releases (1.17, as `nvidia-ctk cdi generate` logs show) also select
   libnvidia-egl-wayland.so.*, libnvidia-vulkan-producer.so.<version> and
   gbm/nvidia-drm_gbm.so (-> libnvidia-allocator).
@@ -49,6 +52,8 @@ NVIDIA = {
                  "file:/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
                  "file:/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
                  "file:/usr/share/nvidia/nvoptix.bin",
+                 "file:/usr/share/X11/xorg.conf.d/10-nvidia.conf",
+                 "file:/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf",
                  "gbm:nvidia-drm_gbm.so"},
     "display": {"file:/usr/lib/xorg/modules/drivers/nvidia_drv.so",
                 "file:/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"},
@@ -60,6 +65,11 @@ DIFFERENCES = {
         "compute", "OpenCL's ICD file, so that ocl-icd finds libnvidia-opencl (NVIDIA's library "
         "lists have the library but not its ICD file)"),
     "ngx:nvngx.dll": ("ngx", "DLSS for Proton/Wine: nvidia/wine/nvngx.dll beside the GL libraries"),
+    "file:/usr/share/X11/xorg.conf.d/10-nvidia.conf": (
+        "display", "the X server's configuration, with the X modules it makes X load: only an "
+        "X server reads it (NVIDIA's toolkit mounts it for graphics too)"),
+    "file:/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf": (
+        "display", "the same snippet under the .run installer's and Debian's name"),
 }
 ALWAYS = ("firmware",)        # GSP firmware: every GPU container
 SOCKETS = {"/run/nvidia-persistenced/socket": "utility"}
@@ -85,7 +95,7 @@ def classify(path: str, version: str) -> tuple[str, str]:
     if base.startswith("libglxserver_nvidia.so"):
         return "file", "file:/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"
     return "file", "file:" + path.replace("/etc/", "/usr/share/", 1) \
-        if path.startswith(("/etc/vulkan", "/etc/glvnd")) else "file:" + path
+        if path.startswith(("/etc/vulkan", "/etc/glvnd", "/etc/X11")) else "file:" + path
 
 
 def owner(item: str) -> set:
@@ -161,3 +171,22 @@ def test_compat32_only_with_its_base_capability(host, caps, want32):
         assert host32 <= libs32, f"{caps}: 32-bit libraries missing {sorted(host32 - libs32)}"
     else:
         assert not libs32
+
+
+def test_x_configuration_with_display(debian_host):
+    """Debian's X snippet (xserver-xorg-video-nvidia: /usr/share/X11/xorg.conf.d/
+    nvidia-drm-outputclass.conf, a link through its alternatives to /etc/nvidia/) is
+    mounted, with the host's content, for display and not for graphics alone."""
+    conf = "/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf"
+    assert os.path.islink(debian_host.root + conf)             # the alternatives chain
+    real = conf
+    while os.path.islink(debian_host.root + real):             # resolved inside the root
+        real = os.path.join(os.path.dirname(real), os.readlink(debian_host.root + real))
+    assert real.startswith("/etc/nvidia/"), real
+    with open(debian_host.root + real) as f:
+        want = f.read()
+    assert re.search(r'Driver\s+"nvidia"', want)
+    r = debian_host.run(f"cat {conf}", caps="display")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == want
+    assert conf not in debian_host.mounted("graphics")

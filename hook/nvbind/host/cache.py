@@ -20,7 +20,7 @@ from nvbind import fastjson
 from nvbind.host import procfs
 from nvbind.host.model import File, Gpu, Inventory, Mig, Node
 
-FORMAT = "nvbind-inventory-2"   # 2: compat32:<base>, binaries at /usr/bin
+FORMAT = "nvbind-inventory-3"   # 2: compat32:<base>, binaries at /usr/bin; 3: X snippets
 NAME = "inventory.json"
 
 

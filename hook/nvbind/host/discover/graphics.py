@@ -22,7 +22,15 @@ GRAPHICS_FILES = {
     "display": ("/usr/lib/xorg/modules/drivers/nvidia_drv.so",
                 "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{version}",
                 # Debian: no version suffix (a link through its alternatives)
-                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"),
+                "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so",
+                # the X server's configuration snippet that makes it load nvidia_drv.so for
+                # NVIDIA's DRM devices, under the two names NVIDIA's toolkit looks for:
+                # nvidia-drm-outputclass.conf (the .run installer; Debian's, a link through
+                # its alternatives to /etc/nvidia/), 10-nvidia.conf (NVIDIA's and Fedora's
+                # packages); where the host has it, in either of X's directories
+                "/etc/X11/xorg.conf.d/10-nvidia.conf", "/usr/share/X11/xorg.conf.d/10-nvidia.conf",
+                "/etc/X11/xorg.conf.d/nvidia-drm-outputclass.conf",
+                "/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf"),
 }
 
 
