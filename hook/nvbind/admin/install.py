@@ -61,6 +61,30 @@ def _log_value(log: str | None) -> str:
     return log if log == "off" else os.path.abspath(log)
 
 
+
+def _extract(tar, dest: str) -> None:
+    """Unpack the tree carried in the one-file build (nvbind.spec's tarball) into DEST with
+    tarfile's "data" filter (PEP 706): nothing outside DEST, no device or fifo, no link
+    leading out, no set-id bit. Pythons before 3.11.4 (Debian 12's 3.11.2) lack the filter:
+    the same rules are checked here, and any member breaking one refuses the whole."""
+    import tarfile
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    members = tar.getmembers()
+    for m in members:
+        parts = m.name.split("/")
+        bad = m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir() or m.issym()
+                                                             or m.islnk())
+        if m.issym() or m.islnk():
+            target = m.linkname if m.islnk() else os.path.join(os.path.dirname(m.name), m.linkname)
+            bad = bad or m.linkname.startswith("/") or \
+                os.path.normpath(target).split("/")[0] == ".."
+        if bad:
+            raise NvbindError(f"the carried tree holds {m.name!r}, which may not be unpacked")
+        m.mode &= 0o755
+    tar.extractall(dest, members=members)
+
 class Installer:
     def __init__(self, dest: str, root: str | None = None, log: str | None = None):
         self.dest = os.path.abspath(dest)
@@ -147,7 +171,7 @@ class Installer:
                     self.mkdirs(LIBDIR)
                     (name,) = os.listdir(payload_dir)
                     with tarfile.open(os.path.join(payload_dir, name)) as tar:
-                        tar.extractall(self.p(LIBDIR), filter="data")
+                        _extract(tar, self.p(LIBDIR))
                     self.m["files"].append(tree)
                     self.changes.append(f"unpacked {self.p(tree)}")
             elif not os.path.isdir(self.p(tree)):    # one-dir build: copy our own tree
