@@ -31,6 +31,28 @@ def bounded(v, depth: int = 0):
     return v
 
 
+# podman shows, of a failing hook's stderr, only the first line that matches one of these
+# (libpod/oci_util.go getOCIRuntimeError, case-insensitive; all of it only at
+# --log-level=debug): a warning worded so would stand in for nvbind's error line (a rootless
+# user's hook that cannot write /var/log/nvbind.log showed "Permission denied" and nothing
+# of why the container was refused). Warnings and notes name the errno instead.
+_PODMAN_PICKS = (("permission denied", "EACCES"), ("operation not permitted", "EPERM"),
+                 ("no such file or directory", "ENOENT"), ("executable file not found in",
+                                                          "executable not found in"),
+                 ("open executable", "opening the executable"))
+
+
+def note(text: str) -> None:
+    """One line of nvbind's own on stderr that is not the error (a warning, a note),
+    worded so that podman still shows the error line when the hook fails."""
+    low = text.lower()
+    for phrase, instead in _PODMAN_PICKS:
+        while (i := low.find(phrase)) >= 0:
+            text = text[:i] + instead + text[i + len(phrase):]
+            low = low[:i] + instead.lower() + low[i + len(phrase):]
+    print(f"nvbind: {text}", file=sys.stderr)
+
+
 def record(path: str | None, entry: dict) -> None:
     if not path:
         return
@@ -45,4 +67,4 @@ def record(path: str | None, entry: dict) -> None:
         finally:
             posix.close(fd)
     except OSError as e:
-        print(f"nvbind: warning: cannot write log {path}: {e.strerror}", file=sys.stderr)
+        note(f"warning: cannot write log {path}: {e.strerror}")

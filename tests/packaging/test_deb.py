@@ -305,3 +305,50 @@ def test_upgrade_keeps_edited_conffile(deb, old_deb, host):
     assert os.path.lexists("/etc/systemd/system/multi-user.target.wants/nvbind-cdi.service")
     sh(APT + ["purge", "nvbind"])
     assert_no_trace(host)
+
+
+def test_rootless_podman_with_the_package_installed(deb):
+    """After a system-wide install, a user's rootless podman reads the packaged hooks.d files
+    (its default /usr/share/containers/oci/hooks.d: no --hooks-dir here), and nvbind runs
+    as uid 0 of the user's namespace, where /var/log/nvbind.log and /run/nvbind are not
+    its own: a container that asks for nothing runs; one that asks for a GPU through its
+    environment is refused by the createRuntime hook with nvbind's one line (rootless
+    containers get GPUs through CDI or the precreate hook: tests/engines/test_rootless.py)."""
+    for tool in ("podman", "runc", "newuidmap", "newgidmap", "runuser", "unshare"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed (make setup installs it)")
+    if installed():
+        pytest.fail("the nvbind package is already installed here (apt-get purge nvbind)")
+    import rootless
+    import simhost
+    import testimage
+    state = tempfile.mkdtemp(prefix="nvbind-deb-rl-", dir="/var/tmp")  # the user reaches it
+    os.chmod(state, 0o755)
+    user = pm = None
+    try:
+        sh(APT + ["install", os.path.abspath(deb)])
+        root = f"{state}/host"
+        simhost.build(root, gpus=2, mig=False, version="550.54.14", stale=False)
+        set_root(root)
+        user = rootless.User()
+        pm = rootless.RootlessPodman(user, state, root)
+        pm.import_rootfs(testimage.build(f"{state}/image-rootfs"), "localhost/nvbind-deb-rl:latest")
+        r, _ = pm.run(["sh", "-c", "echo ran; ls /dev"], image="localhost/nvbind-deb-rl:latest")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "ran" in r.stdout and "nvidia" not in r.stdout
+        r, _ = pm.run(["gpucheck", "/dev/nvidia1"], image="localhost/nvbind-deb-rl:latest",
+                      env={"NVIDIA_VISIBLE_DEVICES": "1"})
+        assert r.returncode != 0, r.stdout
+        assert "nvbind: error: container " in r.stderr and "without host root" in r.stderr, r.stderr
+        assert "use the precreate hook or CDI" in r.stderr and "Traceback" not in r.stderr
+        # the user cannot append to root's /var/log/nvbind.log: the hook says so in a
+        # warning that names the errno, not strerror's "Permission denied", which podman
+        # would have shown in place of the error line (libpod getOCIRuntimeError)
+        assert "cannot write log /var/log/nvbind.log: EACCES" in r.stderr, r.stderr
+    finally:
+        if pm is not None:
+            pm.close()
+        if user is not None:
+            user.remove()
+        purge()
+        shutil.rmtree(state, ignore_errors=True)

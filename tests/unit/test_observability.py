@@ -202,3 +202,23 @@ def test_info_shows_cache_state(root, tmp_path):
     run_nvbind(["--root", root, "info", "--refresh"], env=env)
     out = json.loads(run_nvbind(["--root", root, "info", "--json"], env=env).stdout)
     assert out["cache"]["state"] == "fresh"
+
+
+def test_notes_never_use_the_wording_podman_shows_instead_of_the_error(capsys):
+    """podman shows only the first stderr line of a failed hook that matches its patterns
+    (libpod/oci_util.go getOCIRuntimeError): warnings and notes must not match them, or
+    they hide nvbind's error line (tests/packaging/test_deb.py shows it with podman)."""
+    from nvbind import log
+    podman = re.compile(r"(?i).*permission denied.*|.*operation not permitted.*|"
+                        r".*executable file not found in.*|.*no such file or directory.*|"
+                        r".*open executable.*")
+    for text in ["warning: cannot write log /var/log/nvbind.log: Permission denied",
+                 "warning: cannot write /run/nvbind: Operation not permitted",
+                 "note: a: No such file or directory, b: PERMISSION DENIED, c: permission denied",
+                 "executable file not found in $PATH; could not open executable"]:
+        log.note(text)
+        out = capsys.readouterr().err
+        assert out.startswith("nvbind: ") and out.count("\n") == 1
+        assert not podman.search(out), out
+    log.note("warning: cannot write log x: Permission denied")
+    assert capsys.readouterr().err == "nvbind: warning: cannot write log x: EACCES\n"

@@ -58,7 +58,8 @@ def state_and_bundle(settings):
 def warn(settings, note: str) -> None:
     settings.result.setdefault("warnings", []).append(note)
     if not settings.result.get("quiet"):
-        print(f"nvbind: warning: {note}", file=sys.stderr)
+        from nvbind import log
+        log.note(f"warning: {note}")
 
 
 def record(settings, decision) -> None:
@@ -87,8 +88,9 @@ def take_leases(settings, keys: list[str], state: dict, hostname=None) -> None:
     me = leases.holder(state["id"], abspath(state["bundle"]), state.get("pid"), hostname)
     notes = leases.acquire(settings.config["lease_dir"], keys, me)
     settings.result["leases"] = keys
+    from nvbind import log
     for n in notes:
-        print(f"nvbind: {n}", file=sys.stderr)
+        log.note(n)
 
 
 def check_leases(settings, ed) -> None:

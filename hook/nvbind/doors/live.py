@@ -1,7 +1,6 @@
 """createRuntime / prestart: inject into the container the runtime has just built."""
 
 import os
-import sys
 
 from nvbind.errors import InputError, NvbindError
 
@@ -51,9 +50,9 @@ def run(settings, rest: list[str]) -> int:
     not_applied = [e.name for e in ed.env if env.get(e.name) != e.value]
     if not_applied:
         settings.result["env_not_applied"] = not_applied
-        print(f"nvbind: note: {', '.join(not_applied)} cannot be set at this stage (the process "
-              "environment is fixed); use precreate, the runtime shim or CDI for them",
-              file=sys.stderr)
+        from nvbind import log
+        log.note(f"note: {', '.join(not_applied)} cannot be set at this stage (the process "
+                 "environment is fixed); use precreate, the runtime shim or CDI for them")
     from nvbind.apply import live
     caps = set(d.grant.capabilities)
     settings.result["done"] = live.apply(state, rootfs, ed,

@@ -34,7 +34,8 @@ def run(settings, rest: list[str]) -> int:
         return 0
     from nvbind.apply import spec
     for note in spec.apply(cfg, d.edits):
-        print(f"nvbind: {note}", file=sys.stderr)
+        from nvbind import log
+        log.note(note)
     sys.stdout.write(oci.dump(cfg))
     sys.stdout.write("\n")
     return 0
