@@ -11,7 +11,7 @@ APT_PKGS := runc crun podman uidmap busybox-static gcc libc6-dev python3-venv bi
 DEB_PKGS := dpkg-dev lintian systemd man-db
 SIM ?= .sim
 
-.PHONY: setup apt venv demo test unit e2e bench clean proto realhost real deb
+.PHONY: setup apt venv demo test unit e2e bench clean proto realhost real deb debian-python
 
 setup: apt venv
 
@@ -38,6 +38,26 @@ demo: setup
 
 test: setup dist deb
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory debian-python
+
+# The frozen build from Debian's own Python as well, where the venv's is another build (CI's
+# machines and this one have pyenv's 3.11.7 as python3): `make` on a stock Debian 12 builds
+# from /usr/bin/python3 (3.11.2), whose static libpython has ~30 more built-in modules and
+# whose standard library lacks later 3.11 additions (tarfile's extraction filter: a real
+# `nvbind install` failure once). Builds .venv-debpy/ and dist-debpy/, then runs the frozen
+# tests (install, the launcher, podman precreate, runc createRuntime) against that build.
+DEBPY ?= /usr/bin/python3
+debian-python: venv
+	@if [ ! -x $(DEBPY) ] || [ "$$($(DEBPY) -c 'import sys; print(sys.version)')" = \
+	     "$$($(PY) -c 'import sys; print(sys.version)')" ]; then \
+	  echo "debian-python: skipped (the venv's Python is $(DEBPY)'s, or there is none)"; exit 0; fi; \
+	set -e; \
+	[ -x .venv-debpy/bin/pyinstaller ] || { $(DEBPY) -m venv .venv-debpy && \
+	  .venv-debpy/bin/pip install -q --upgrade pip >/dev/null && \
+	  .venv-debpy/bin/pip install -q --config-settings editable_mode=compat -e '.[k8s]' pyinstaller; }; \
+	.venv-debpy/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist-debpy \
+	  --workpath build-debpy packaging/nvbind.spec; \
+	NVBIND_TEST_ONEFILE=$(CURDIR)/dist-debpy/nvbind $(PY) -m pytest -q tests/e2e/test_frozen.py
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -57,7 +77,7 @@ bench: setup dist realhost
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(SIM) build dist
+	rm -rf $(VENV) $(SIM) build dist .venv-debpy dist-debpy build-debpy
 
 # The kubelet device plugin API: regenerate the committed Python modules from api.proto
 # (tests/k8s/test_proto.py checks that the committed ones are what this gives).

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import REPO, base_config
 
-ONEFILE = os.path.join(REPO, "dist", "nvbind")
+# make debian-python runs these tests against the build from Debian's own Python as well
+ONEFILE = os.environ.get("NVBIND_TEST_ONEFILE") or os.path.join(REPO, "dist", "nvbind")
 
 
 @pytest.fixture(scope="session")
