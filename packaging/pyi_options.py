@@ -124,9 +124,8 @@ def static_libpython():
     if not os.path.isfile(archive) or not archive.endswith(".a"):
         raise SystemExit(f"nvbind.spec: no static libpython ({archive}) (Debian: apt-get install "
                          "python3-dev; `make setup` does)")
-    libs = []
-    for var in ("LIBS", "MODLIBS", "SYSLIBS"):
-        libs += [f for f in (v(var) or "").split() if f.startswith("-l") and f not in libs]
+    libs = [f for var in ("LIBS", "MODLIBS", "SYSLIBS") for f in (v(var) or "").split()
+            if f.startswith("-l")]
     return archive, list(dict.fromkeys(libs))
 
 

@@ -52,8 +52,7 @@ def join(head: str, tail: str) -> str:
 
 def dirname(path: str) -> str:
     """os.path.dirname(path)."""
-    head = path[:path.rfind("/") + 1]
-    return head.rstrip("/") if head.strip("/") else head
+    return split(path)[0]
 
 
 def split(path: str) -> tuple[str, str]:

@@ -168,7 +168,7 @@ def _read(lease_dir: str, name: str) -> dict | None:
     """A lease file's holder; None when it is gone; {} when unreadable (stale)."""
     try:
         fd = posix.open(join(lease_dir, name),
-                     posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+                        posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError:
